@@ -1,0 +1,27 @@
+# Set-up and run targets. Every target installs what it needs into .venv first, idempotently.
+# TORCH is the torch requirement used when the venv has no torch yet; on this machine kind the pinned CPU wheel
+# lies on disk. Users with a GPU install their own CUDA build first (or set TORCH=torch).
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kdlab-installed
+
+.PHONY: quickstart test install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/kdlab quickstart
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache
