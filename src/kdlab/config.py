@@ -1,0 +1,231 @@
+"""Recipes: YAML files validated into typed config objects.
+
+A recipe names everything a run needs; unknown keys and out-of-range values are errors that name the key and the
+file. ``resolve()`` fills every default, so the ``config.yaml`` a run writes is itself a complete recipe that
+repeats the run. Relative data paths are resolved against the working directory and stored absolute.
+
+Epochs are 0-based inside kdlab: a milestone ``m`` multiplies the learning rate by ``gamma`` from epoch ``m`` on,
+i.e. after ``m`` completed epochs (RepDistiller's ``epoch > 150`` with 1-based epochs is milestone 150 here).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdlab.errors import KdlabError
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    source: str = Field(description="one of kdlab.data.SOURCES: digits, idx, cifar10, cifar100, folder")
+    path: str | None = Field(None, description="where the files are (not needed for digits)")
+    options: dict[str, Any] = Field(default_factory=dict, description="source-specific options, e.g. classes")
+    val_size: float = Field(0, ge=0, description="validation samples carved from train: a count, or a fraction < 1")
+    crop_padding: int = Field(0, ge=0, description="random crop of the original size after padding each side")
+    padding_mode: Literal["zero", "reflect"] = "zero"
+    flip: bool = Field(False, description="random horizontal flip")
+    mean: list[float] | None = Field(None, description="per-channel mean on [0, 1]; None computes it from train")
+    std: list[float] | None = Field(None, description="per-channel std on [0, 1]; None computes it from train")
+    cache_dir: str | None = Field(None, description="decoded-data cache; default $KDLAB_CACHE_DIR or ~/.cache/kdlab")
+
+    @field_validator("path", "cache_dir")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return None if value is None else str(Path(os.path.expandvars(value)).expanduser().absolute())
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value):
+        if value is not None and any(s <= 0 for s in value):
+            raise ValueError("every std must be > 0")
+        return value
+
+    @field_validator("val_size")
+    @classmethod
+    def _val_size(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError("val_size must be a whole count or a fraction below 1")
+        return int(value) if value >= 1 else value
+
+
+class ModelConfig(Strict):
+    name: str = Field(description="a name from kdlab.models.names(), or wrn_D_K")
+
+
+class MethodConfig(BaseModel):
+    """``name`` picks a registered method; the other keys are that method's parameters (checked by it)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "ce"
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(1000, ge=1)
+    drop_last: bool = Field(False, description="drop the last incomplete training batch of each epoch")
+
+
+class OptimConfig(Strict):
+    name: Literal["sgd"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    no_decay_bn_bias: bool = Field(False, description="no weight decay on BN parameters and biases (ndim <= 1)")
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self):
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        return self
+
+
+class ScheduleConfig(Strict):
+    name: Literal["constant", "multistep", "cosine"] = "multistep"
+    milestones: list[int] = Field(default_factory=list, description="0-based epochs where lr is multiplied by gamma")
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: float = Field(0, ge=0, description="linear warm-up from lr/steps to lr over this many epochs")
+    min_lr: float = Field(0, ge=0, description="cosine floor")
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if any(m < 1 for m in value) or value != sorted(set(value)):
+            raise ValueError("milestones must be positive and strictly increasing")
+        return value
+
+
+class RuntimeConfig(Strict):
+    device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32"
+    )
+    channels_last: Literal["auto", True, False] = "auto"
+    compile: bool = Field(False, description="torch.compile the model")
+    threads: int | None = Field(None, ge=1, description="CPU threads; None uses every core")
+    progress: Literal["auto", True, False] = Field("auto", description="progress bar; auto: only on a terminal")
+
+
+class CheckpointConfig(Strict):
+    every: int = Field(1, ge=1, description="write a resumable checkpoint every this many epochs (and at the end)")
+
+
+class Recipe(Strict):
+    seed: int = 0
+    data: DataConfig
+    model: ModelConfig
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+def _format_error(where: str, error: dict) -> str:
+    loc = ".".join(str(part) for part in error["loc"]) or "recipe"
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key '{loc}'"
+    if error["type"] == "missing":
+        return f"{where}: missing key '{loc}'"
+    message = error["msg"].removeprefix("Value error, ")
+    given = error.get("input")
+    shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
+    return f"{where}: {loc}: {message}{shown}"
+
+
+def raise_validation(where: str, error: ValidationError, prefix: tuple = ()) -> None:
+    """Turn a pydantic ValidationError into a one-line KdlabError naming the first bad key."""
+    errors = error.errors()
+    first = dict(errors[0], loc=prefix + tuple(errors[0]["loc"]))
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    raise KdlabError(_format_error(where, first) + more) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], yaml value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise KdlabError(f"override {text!r} is not of the form key=value (e.g. train.epochs=3)")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise KdlabError(f"override {text!r}: '{key}' is not a section")
+            node = child
+        node[keys[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise KdlabError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise KdlabError(f"{path}: not valid YAML{at}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise KdlabError(f"{path}: cannot read recipe ({error})") from None
+    if not isinstance(raw, dict):
+        raise KdlabError(f"{path}: a recipe must be a mapping of sections (data, model, method, train, ...)")
+    return raw
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] = (), raw: dict | None = None) -> Recipe:
+    """Read, override and validate a recipe; method parameters are checked by the method itself.
+
+    The returned recipe is fully resolved: every default filled in, including the method's parameters.
+    """
+    where = str(path) if path is not None else "recipe"
+    raw = apply_overrides(dict(raw if raw is not None else read_yaml(path)), list(overrides))
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as error:
+        raise_validation(where, error)
+    from kdlab import methods
+
+    method_cls = methods.get(recipe.method.name, where=where)
+    try:
+        params = method_cls.Params.model_validate(recipe.method.model_extra or {})
+    except ValidationError as error:
+        raise_validation(where, error, prefix=("method",))
+    recipe.method = MethodConfig(name=recipe.method.name, **params.model_dump(mode="json"))
+    return recipe
+
+
+def method_params(recipe: Recipe):
+    """The validated parameter object of the recipe's method."""
+    from kdlab import methods
+
+    return methods.get(recipe.method.name).Params.model_validate(recipe.method.model_extra or {})
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

@@ -1,0 +1,42 @@
+"""Training methods by name. Each method is a small file: its parameters, its soft target and its divergence.
+
+To add a method: write ``kdlab/methods/<name>.py`` with a :class:`~kdlab.methods.base.Method` subclass decorated by
+``@register("<name>")`` and import it in ``_load_methods`` below.
+"""
+
+from __future__ import annotations
+
+from kdlab.errors import KdlabError
+from kdlab.methods.base import Method
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(name: str):
+    def add(cls: type[Method]) -> type[Method]:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return add
+
+
+def names() -> list[str]:
+    _load_methods()
+    return sorted(_REGISTRY)
+
+
+def get(name: str, where: str = "recipe") -> type[Method]:
+    _load_methods()
+    if name not in _REGISTRY:
+        raise KdlabError(f"{where}: method.name: unknown method {name!r}; known methods: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def _load_methods() -> None:
+    from kdlab.methods import cross_entropy, label_smoothing  # noqa: F401
+
+
+__all__ = ["Method", "get", "names", "register"]

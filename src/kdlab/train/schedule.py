@@ -1,0 +1,28 @@
+"""Learning rate as a pure function of the global step, so nothing but the step count needs saving on resume."""
+
+from __future__ import annotations
+
+import math
+
+from kdlab.config import ScheduleConfig
+
+
+def learning_rate(step: int, steps_per_epoch: int, epochs: int, base_lr: float, schedule: ScheduleConfig) -> float:
+    """lr at optimizer step ``step`` (0-based) of a run of ``epochs`` epochs.
+
+    * warm-up: linear from base_lr / W to base_lr over the first W = warmup_epochs * steps_per_epoch steps;
+    * ``multistep``: base_lr * gamma ** #{milestones m : epoch >= m}, epoch = step // steps_per_epoch (0-based);
+    * ``cosine``: min_lr + (base_lr - min_lr) * (1 + cos(pi * t)) / 2, t going from 0 to 1 per step after warm-up;
+    * ``constant``: base_lr.
+    """
+    warmup_steps = round(schedule.warmup_epochs * steps_per_epoch)
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule.name == "multistep":
+        epoch = step // steps_per_epoch
+        return base_lr * schedule.gamma ** sum(epoch >= m for m in schedule.milestones)
+    if schedule.name == "cosine":
+        total = max(epochs * steps_per_epoch - warmup_steps, 1)
+        t = min((step - warmup_steps) / total, 1.0)
+        return schedule.min_lr + (base_lr - schedule.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+    return base_lr
