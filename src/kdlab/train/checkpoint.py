@@ -1,0 +1,147 @@
+"""Resumable checkpoints: safetensors for tensors, JSON for everything else, never pickle.
+
+Layout of ``RUN_DIR/checkpoint/``:
+
+* ``state.json``: the pointer, written last and atomically. It names the epoch's tensor files and holds the
+  non-tensor state (epoch, step, optimizer hyper-parameters, history of metrics, best record) and the sha256 of
+  each tensor file.
+* ``method-EEEE.safetensors``: the trainable state of the method (``method.state_dict()``).
+* ``optimizer-EEEE.safetensors``: the optimizer's tensors (momentum buffers) and the torch RNG state.
+* ``model.safetensors`` / ``best.safetensors``: the evaluated model alone (plain ``kdlab.models`` keys) after the
+  last and the best epoch, for ``kdlab eval`` and users' own code.
+
+A killed writer leaves either the previous ``state.json`` (whose files are still there: old files are deleted only
+after the new pointer is in place) or the new one; stray files of an unfinished save are ignored and cleaned up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+
+from kdlab.errors import KdlabError
+from kdlab.io import atomic_write_bytes, atomic_write_json
+
+STATE_FILE = "state.json"
+
+
+def _tensor_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Write tensors as safetensors atomically; return the sha256 of the file's bytes."""
+    data = save(_tensor_dict(tensors))
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise KdlabError(f"cannot read checkpoint file {path}: {error.strerror}") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise KdlabError(f"checkpoint file {path} is corrupt (checksum mismatch)")
+    try:
+        return load(data)
+    except (SafetensorError, ValueError, RuntimeError) as error:
+        raise KdlabError(f"checkpoint file {path} is not a valid safetensors file ({error})") from None
+
+
+def split_optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state dict -> (tensors keyed ``state.<param>.<name>``, JSON-able rest)."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entry in state["state"].items():
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{index}.{name}"] = value
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def join_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("state."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for key, value in rest["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def save_checkpoint(directory: Path, epoch: int, method: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict) -> None:
+    """Save everything needed to continue after ``epoch`` completed epochs, then publish it via state.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    method_file, optim_file = f"method-{epoch:04d}.safetensors", f"optimizer-{epoch:04d}.safetensors"
+    optim_tensors, optim_rest = split_optimizer_state(optimizer)
+    optim_tensors["rng.torch_cpu"] = torch.get_rng_state()
+    pointer = {
+        "format": 1,
+        "epoch": epoch,
+        "method_file": method_file,
+        "optimizer_file": optim_file,
+        "sha256": {
+            method_file: save_tensors(directory / method_file, method.state_dict()),
+            optim_file: save_tensors(directory / optim_file, optim_tensors),
+        },
+        "optimizer": optim_rest,
+        **extra,
+    }
+    atomic_write_json(directory / STATE_FILE, pointer)
+    for stale in directory.glob("*-[0-9][0-9][0-9][0-9].safetensors"):
+        if stale.name not in (method_file, optim_file):
+            stale.unlink(missing_ok=True)
+
+
+def read_state(directory: Path) -> dict:
+    path = directory / STATE_FILE
+    if not path.is_file():
+        raise KdlabError(f"no checkpoint to resume from: {path} is missing")
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise KdlabError(f"checkpoint state {path} is unreadable ({error})") from None
+    if not isinstance(state, dict) or state.get("format") != 1:
+        raise KdlabError(f"checkpoint state {path} has an unknown format")
+    return state
+
+
+def restore_checkpoint(directory: Path, method: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Load the checkpoint named by state.json into ``method`` and ``optimizer``; return the state."""
+    state = read_state(directory)
+    sums = state["sha256"]
+    load_state_into(method, load_tensors(directory / state["method_file"], sums[state["method_file"]]), directory)
+    optim_tensors = load_tensors(directory / state["optimizer_file"], sums[state["optimizer_file"]])
+    torch.set_rng_state(optim_tensors.pop("rng.torch_cpu"))
+    try:
+        optimizer.load_state_dict(join_optimizer_state(optim_tensors, state["optimizer"]))
+    except (ValueError, KeyError) as error:
+        raise KdlabError(f"optimizer state in {directory} does not fit this run ({error})") from None
+    return state
+
+
+def load_state_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """``module.load_state_dict(tensors)`` with a one-line error when the checkpoint is of another model."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [k for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        detail = (
+            f"{len(missing)} missing keys (e.g. {missing[0]})" if missing
+            else f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected
+            else f"shape mismatch at {wrong[0]}: {tuple(tensors[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)}"
+        )
+        raise KdlabError(f"checkpoint {source} does not fit this model: {detail}")
+    module.load_state_dict(tensors)
