@@ -1,0 +1,114 @@
+"""The device loader: a whole split as one uint8 tensor on the training device, cut into batches there.
+
+No worker processes, no per-sample Python: each epoch draws one permutation and one set of augmentation views for
+the whole split from a generator seeded by (seed, epoch), so an epoch's batches are a pure function of the seed and
+the epoch number. That is what lets a resumed run repeat the interrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from kdlab.data.augment import CropFlip, Views
+from kdlab.data.dataset import Split
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator whose state depends only on (seed, epoch)."""
+    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 images N x H x W x C, on the [0, 1] scale."""
+    flat = images.reshape(-1, images.shape[-1])
+    # Accumulate in chunks in float64 so a 50,000-image split needs no 1 GB temporary.
+    total, total_sq = np.zeros(flat.shape[1]), np.zeros(flat.shape[1])
+    for start in range(0, flat.shape[0], 1 << 22):
+        chunk = flat[start : start + (1 << 22)].astype(np.float64) / 255.0
+        total += chunk.sum(0)
+        total_sq += (chunk**2).sum(0)
+    mean = total / flat.shape[0]
+    std = np.sqrt(np.maximum(total_sq / flat.shape[0] - mean**2, 1e-12))
+    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+
+
+class DeviceLoader:
+    """Batches of (normalised float images N x C x H x W, int64 labels) from a split held on ``device``.
+
+    ``augment`` runs on each whole batch on the device; ``mean`` and ``std`` are per channel on the [0, 1] scale.
+    With ``channels_last`` the batches come out in channels_last memory order (free: the split is stored NHWC).
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        device: torch.device | str,
+        batch_size: int,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        shuffle: bool = False,
+        drop_last: bool = False,
+        augment: CropFlip | None = None,
+        seed: int = 0,
+        channels_last: bool = False,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.device = torch.device(device)
+        self.images = torch.from_numpy(np.ascontiguousarray(split.images)).to(self.device)
+        self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64)).to(self.device)
+        channels = self.images.shape[-1]
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean/std need {channels} values, got {len(mean)} and {len(std)}")
+        std_t = torch.tensor(std, dtype=torch.float32, device=self.device)
+        # x_norm = (x / 255 - mean) / std = x * scale + shift, folded into one multiply-add.
+        self._scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1)
+        self._shift = (-torch.tensor(mean, dtype=torch.float32, device=self.device) / std_t).view(1, -1, 1, 1)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.augment = augment if augment is not None and not augment.is_identity else None
+        self.seed = seed
+        self.channels_last = channels_last
+
+    def __len__(self) -> int:
+        n = self.labels.shape[0]
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return self.labels.shape[0]
+
+    def epoch_plan(self, epoch: int) -> tuple[torch.Tensor, Views | None]:
+        """The epoch's sample order and augmentation views (both on the device), a pure function of (seed, epoch)."""
+        n = self.num_samples
+        generator = epoch_generator(self.seed, epoch)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        views = self.augment.sample(n, generator) if self.augment is not None else None
+        if views is not None:
+            views = Views(*(t.to(self.device) for t in (views.dy, views.dx, views.flip)))
+        return order.to(self.device), views
+
+    def batches(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the epoch's (inputs, labels) batches."""
+        order, views = self.epoch_plan(epoch)
+        for b in range(len(self)):
+            index = order[b * self.batch_size : (b + 1) * self.batch_size]
+            images = self.images[index]
+            if views is not None:
+                images = self.augment.apply(images, views[b * self.batch_size : (b + 1) * self.batch_size])
+            yield self.normalise(images), self.labels[index]
+
+    __iter__ = batches
+
+    def normalise(self, images_nhwc: torch.Tensor) -> torch.Tensor:
+        """uint8 N x H x W x C to normalised float32 N x C x H x W (channels_last memory if asked)."""
+        x = images_nhwc.permute(0, 3, 1, 2)
+        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        return x.float().mul_(self._scale).add_(self._shift)
