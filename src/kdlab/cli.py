@@ -1,0 +1,142 @@
+"""The ``kdlab`` command: a thin shell over the library.
+
+User errors (``KdlabError``) print one line on stderr and exit with status 2, without a traceback; a diverged run
+exits with status 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from kdlab import __version__
+from kdlab.errors import KdlabError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from kdlab.config import load_recipe
+    from kdlab.train.engine import resume, train
+
+    if args.resume is not None:
+        if args.recipe is not None or args.overrides or args.out is not None:
+            raise KdlabError("--resume RUN_DIR takes no recipe, overrides or --out: the run's config.yaml is used")
+        summary = resume(args.resume, quiet=args.quiet)
+        out = args.resume
+    else:
+        if args.recipe is None:
+            raise KdlabError("kdlab train needs a recipe (kdlab train RECIPE.yaml) or --resume RUN_DIR")
+        recipe = load_recipe(args.recipe, args.overrides)
+        out = args.out or _default_out(args.recipe, recipe)
+        summary = train(recipe, out, force=args.force, quiet=args.quiet)
+    final = summary["final"]
+    print(f"{out}: {summary['status']}, test_acc {final['test_acc']:.4f}, test_nll {final['test_nll']:.4f}, "
+          f"test_ece {final['test_ece']:.4f}, {summary['wall_seconds']:.0f} s")
+    return 0
+
+
+def _default_out(recipe_path: str, recipe) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return str(Path("runs") / f"{Path(recipe_path).stem}-{recipe.method.name}-{recipe.model.name}-s{recipe.seed}-{stamp}")
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from kdlab.quickstart import run_quickstart
+
+    run_quickstart(out=args.out, seeds=args.seeds, epochs=args.epochs)
+    return 0
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    from kdlab.config import load_recipe, parse_override
+    from kdlab.data import load_dataset
+
+    if args.recipe is not None:
+        if args.source is not None:
+            raise KdlabError("give either a recipe or --source/--path, not both")
+        data = load_recipe(args.recipe).data
+        source, path, options, cache_dir = data.source, data.path, data.options, data.cache_dir
+    elif args.source is not None:
+        source, path, cache_dir = args.source, args.path, args.cache_dir
+        options = {}
+        for text in args.option:
+            keys, value = parse_override(text)
+            options[".".join(keys)] = value
+    else:
+        raise KdlabError("kdlab data prepare needs a recipe or --source (and --path)")
+    start = time.perf_counter()
+    dataset = load_dataset(source, path, cache_dir=cache_dir, **options)
+    shape = "x".join(str(s) for s in dataset.train.images.shape[1:])
+    val = f", val {len(dataset.val.labels)}" if dataset.val is not None else ""
+    print(f"{dataset.name}: {len(dataset.classes)} classes, {shape} images, train {len(dataset.train.labels)}{val}, "
+          f"test {len(dataset.test.labels)}; cache key {dataset.fingerprint[:16]} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdlab", description="Train classifiers with soft targets: label smoothing, "
+                                     "teacher-free KD, KD and online distillation.")
+    parser.add_argument("--version", action="version", version=f"kdlab {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train one run from a YAML recipe",
+                                description="Train one run. Overrides are dotted keys: train.epochs=3 method.eps=0.2.")
+    train.add_argument("recipe", nargs="?", help="recipe YAML (or a run's config.yaml)")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
+    train.add_argument("--out", help="the run directory to create (default runs/<recipe>-<method>-<model>-s<seed>-<time>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    train.add_argument("--force", action="store_true", help="replace an existing run directory at --out")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    train.set_defaults(handler=_train)
+
+    quick = commands.add_parser("quickstart", help="a small comparison of the methods on scikit-learn's digits",
+                                description="Train every method on scikit-learn's digits over a few seeds and print "
+                                "a table of test accuracy, NLL and ECE (under a minute on 2 CPU cores).")
+    quick.add_argument("--out", help="keep the runs as run directories under this folder")
+    quick.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
+    quick.add_argument("--epochs", type=int, default=15, help="epochs per run (default 15)")
+    quick.set_defaults(handler=_quickstart)
+
+    data = commands.add_parser("data", help="data utilities")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    prepare = data_commands.add_parser("prepare", help="decode a data source once into the cache",
+                                       description="Decode a source into kdlab's cache (uint8 arrays + metadata) so "
+                                       "later runs load it in about a second.")
+    prepare.add_argument("recipe", nargs="?", help="a recipe whose data section to prepare")
+    prepare.add_argument("--source", help="digits, idx, cifar10, cifar100 or folder")
+    prepare.add_argument("--path", help="the data folder")
+    prepare.add_argument("--cache-dir", help="cache root (default $KDLAB_CACHE_DIR or ~/.cache/kdlab)")
+    prepare.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a source option")
+    prepare.set_defaults(handler=_data_prepare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may follow options (kdlab train R.yaml --out D a=1); argparse leaves those over.
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or args.command != "train"]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    try:
+        return args.handler(args)
+    except KdlabError as error:
+        print(f"kdlab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kdlab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - a diverged run is reported, not dumped
+        from kdlab.train.engine import TrainingDiverged
+
+        if isinstance(error, TrainingDiverged):
+            print(f"kdlab: error: {error}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

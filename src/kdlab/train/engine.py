@@ -1,0 +1,308 @@
+"""The training engine: one loop for every method.
+
+``prepare`` does everything that can fail on the user's input (device, data, model, method) before anything is
+written; ``train`` then creates the run directory and runs the loop; ``resume`` continues a run directory from its
+last checkpoint. The loop sums the loss terms a method returns, logs each, evaluates val and test after every epoch,
+checkpoints atomically and keeps ``metrics.jsonl`` and ``summary.json`` current.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import kdlab
+from kdlab import methods, models
+from kdlab.config import Recipe, dump_recipe, load_recipe, method_params
+from kdlab.data import Dataset, load_dataset
+from kdlab.data.augment import CropFlip
+from kdlab.data.loader import DeviceLoader, channel_stats
+from kdlab.errors import KdlabError
+from kdlab.io import atomic_savez, atomic_write_text
+from kdlab.train import checkpoint
+from kdlab.train.evaluate import predict, split_metrics
+from kdlab.train.rundir import RunDir
+from kdlab.train.runtime import Runtime, resolve_runtime
+from kdlab.train.schedule import learning_rate
+from kdlab.version import git_sha, machine_description
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss term became NaN or infinite."""
+
+
+@dataclass
+class Prepared:
+    recipe: Recipe
+    runtime: Runtime
+    dataset: Dataset
+    method: methods.Method
+    train_loader: DeviceLoader
+    eval_loaders: dict[str, DeviceLoader]
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.method.model
+
+
+def prepare(recipe: Recipe) -> Prepared:
+    """Validate and build everything a run needs; writes nothing but the data cache. Fills data.mean/std."""
+    runtime = resolve_runtime(recipe.runtime)
+    data = recipe.data
+    dataset = load_dataset(data.source, data.path, val_size=data.val_size, seed=recipe.seed, cache_dir=data.cache_dir,
+                           **data.options)
+    if data.mean is None or data.std is None:
+        mean, std = channel_stats(dataset.train.images)
+        data.mean = data.mean or mean
+        data.std = data.std or std
+    channels = dataset.train.images.shape[-1]
+    if len(data.mean) != channels or len(data.std) != channels:
+        raise KdlabError(f"data.mean and data.std need {channels} values for {dataset.name}, got {len(data.mean)} and {len(data.std)}")
+
+    torch.manual_seed(recipe.seed)
+    model = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=channels)
+    _check_model_fits(model, recipe.model.name, dataset)
+    method = methods.get(recipe.method.name)(model, method_params(recipe), len(dataset.classes))
+    method.to(runtime.device)
+    if runtime.channels_last:
+        method.to(memory_format=torch.channels_last)
+    if runtime.compile:
+        method.model.compile()
+
+    def loader(split, train: bool) -> DeviceLoader:
+        return DeviceLoader(
+            split,
+            runtime.device,
+            recipe.train.batch_size if train else recipe.train.eval_batch_size,
+            mean=data.mean,
+            std=data.std,
+            shuffle=train,
+            drop_last=train and recipe.train.drop_last,
+            augment=CropFlip(data.crop_padding, data.padding_mode, data.flip) if train else None,
+            seed=recipe.seed,
+            channels_last=runtime.channels_last,
+        )
+
+    eval_loaders = {"test": loader(dataset.test, False)}
+    if dataset.val is not None:
+        eval_loaders = {"val": loader(dataset.val, False), **eval_loaders}
+    return Prepared(recipe, runtime, dataset, method, loader(dataset.train, True), eval_loaders)
+
+
+def _check_model_fits(model: torch.nn.Module, name: str, dataset: Dataset) -> None:
+    """One forward on two training images, so a model that cannot take this data fails before any run starts."""
+    images = torch.from_numpy(dataset.train.images[:2]).permute(0, 3, 1, 2).float()
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(images)
+    except RuntimeError as error:
+        shape = "x".join(str(s) for s in dataset.train.images.shape[1:])
+        reason = str(error).strip().splitlines()[0]
+        raise KdlabError(f"model {name} cannot take the {shape} (HxWxC) images of {dataset.name}: {reason}") from None
+    finally:
+        model.train()
+    if tuple(logits.shape) != (2, len(dataset.classes)):
+        raise KdlabError(f"model {name} gives outputs of shape {tuple(logits.shape)}, expected (2, {len(dataset.classes)})")
+
+
+def make_optimizer(method: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    config = recipe.optim
+    trainable = [p for p in method.parameters() if p.requires_grad]
+    if config.no_decay_bn_bias:
+        groups = [
+            {"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
+            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+    else:
+        groups = [{"params": trainable, "weight_decay": config.weight_decay}]
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+
+
+def train(recipe: Recipe, out: str | Path, *, force: bool = False, quiet: bool = False) -> dict:
+    """Run ``recipe`` into the new run directory ``out``; return the summary."""
+    prepared = prepare(recipe)
+    run = RunDir(Path(out))
+    run.prepare_new(force)
+    atomic_write_text(run.config, dump_recipe(prepared.recipe))
+    return _loop(prepared, run, quiet=quiet)
+
+
+def resume(run_dir: str | Path, *, quiet: bool = False) -> dict:
+    """Continue the run in ``run_dir`` from its last checkpoint; a completed run is returned as it is."""
+    run = RunDir(Path(run_dir))
+    if not run.config.is_file():
+        raise KdlabError(f"cannot resume {run.path}: it is not a kdlab run directory (no config.yaml)")
+    summary = run.read_summary()
+    if summary is not None and summary.get("status") == "completed":
+        if not quiet:
+            print(f"{run.path} is already complete", file=sys.stderr)
+        return summary
+    prepared = prepare(load_recipe(run.config))
+    # Killed before the first checkpoint: nothing to keep but the config, so the loop starts afresh.
+    has_checkpoint = (run.checkpoint / checkpoint.STATE_FILE).is_file()
+    return _loop(prepared, run, quiet=quiet, resume_from=run.checkpoint if has_checkpoint else None)
+
+
+def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None = None) -> dict:
+    recipe, runtime, method = prepared.recipe, prepared.runtime, prepared.method
+    optimizer = make_optimizer(method, recipe)
+    epochs, steps_per_epoch = recipe.train.epochs, len(prepared.train_loader)
+    best_by = "val_acc" if "val" in prepared.eval_loaders else "test_acc"
+    progress = recipe.runtime.progress
+    show_bar = sys.stderr.isatty() if progress == "auto" else bool(progress)
+
+    history: list[dict] = []
+    best: dict | None = None
+    start_epoch, wall, train_seconds, train_images = 0, 0.0, 0.0, 0
+    if resume_from is not None:
+        state = checkpoint.restore_checkpoint(resume_from, method, optimizer)
+        start_epoch, history, best = state["epoch"], state["history"], state["best"]
+        wall, train_seconds, train_images = state["wall_seconds"], state["train_seconds"], state["train_images"]
+        run.write_metrics(history)
+    session_start = time.perf_counter()
+
+    def summary(status: str, error: str | None = None) -> dict:
+        return _summary(prepared, status, history, best, best_by, wall + time.perf_counter() - session_start,
+                        train_images / train_seconds if train_seconds else None, error)
+
+    run.write_summary(summary("running"))
+    last_predictions: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    try:
+        for epoch in range(start_epoch, epochs):
+            epoch_start = time.perf_counter()
+            terms, correct, seen = _train_epoch(prepared, optimizer, epoch, steps_per_epoch, show_bar)
+            seconds = time.perf_counter() - epoch_start
+            train_seconds += seconds
+            train_images += seen
+            record = {"epoch": epoch + 1, "lr": learning_rate(epoch * steps_per_epoch, steps_per_epoch, epochs, recipe.optim.lr, recipe.schedule)}
+            record["train_loss"] = sum(terms.values())
+            record.update({f"train_{name}": value for name, value in terms.items()})
+            record["train_acc"] = correct / seen
+            for split, loader in prepared.eval_loaders.items():
+                last_predictions[split] = predict(method.model, loader, runtime)
+                record.update({f"{split}_{k}": v for k, v in split_metrics(*last_predictions[split]).items()})
+            record["epoch_seconds"] = time.perf_counter() - epoch_start
+            record["train_images_per_second"] = seen / seconds
+            history.append(record)
+            if best is None or record[best_by] > best[best_by]:
+                best = _selected(record)
+                checkpoint.save_tensors(run.checkpoint / "best.safetensors", method.model.state_dict())
+            if not quiet:
+                _print_epoch(record, epochs)
+            last = epoch + 1 == epochs
+            if last or (epoch + 1) % recipe.checkpoint.every == 0:
+                checkpoint.save_checkpoint(run.checkpoint, epoch + 1, method, optimizer, {
+                    "history": history, "best": best, "wall_seconds": wall + time.perf_counter() - session_start,
+                    "train_seconds": train_seconds, "train_images": train_images,
+                })
+            run.write_metrics(history)
+            run.write_summary(summary("running"))
+        if not last_predictions:  # resumed after the last epoch's checkpoint: recompute the final predictions
+            for split, loader in prepared.eval_loaders.items():
+                last_predictions[split] = predict(method.model, loader, runtime)
+        run.predictions.mkdir(exist_ok=True)
+        for split, (logits, labels) in last_predictions.items():
+            atomic_savez(run.predictions / f"{split}.npz", logits=logits.numpy(), labels=labels.numpy())
+        checkpoint.save_tensors(run.checkpoint / "model.safetensors", method.model.state_dict())
+        final = summary("completed")
+        run.write_summary(final)
+        return final
+    except TrainingDiverged as error:
+        run.write_summary(summary("failed", str(error)))
+        raise
+    except KeyboardInterrupt:
+        run.write_summary(summary("interrupted", "interrupted by the user; continue with kdlab train --resume"))
+        raise
+
+
+def _train_epoch(prepared: Prepared, optimizer, epoch: int, steps_per_epoch: int, show_bar: bool):
+    """One epoch; returns ({term: mean per sample}, correct count, samples seen). One host sync, at the end."""
+    recipe, runtime, method = prepared.recipe, prepared.runtime, prepared.method
+    method.train()
+    device = runtime.device
+    term_sums: dict[str, torch.Tensor] = {}
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", leave=False,
+               disable=not show_bar, file=sys.stderr, dynamic_ncols=True)
+    for step, (inputs, labels) in enumerate(prepared.train_loader.batches(epoch)):
+        lr = learning_rate(epoch * steps_per_epoch + step, steps_per_epoch, recipe.train.epochs, recipe.optim.lr, recipe.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with runtime.autocast():
+            logits, terms = method(inputs, labels, epoch)
+        loss = sum(terms.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = labels.shape[0]
+        for name, value in terms.items():
+            weighted = value.detach().float() * n
+            term_sums[name] = term_sums[name] + weighted if name in term_sums else weighted
+        correct += (logits.detach().argmax(dim=1) == labels).sum()
+        seen += n
+        bar.update()
+    bar.close()
+    terms = {name: value.item() / seen for name, value in term_sums.items()}
+    bad = [name for name, value in terms.items() if not math.isfinite(value)]
+    if bad:
+        raise TrainingDiverged(f"epoch {epoch + 1}: loss term {bad[0]!r} is {terms[bad[0]]} (training diverged)")
+    return terms, correct.item(), seen
+
+
+def _selected(record: dict) -> dict:
+    keys = ("epoch", "test_acc", "test_nll", "test_ece", "val_acc", "val_nll", "val_ece")
+    return {k: record[k] for k in keys if k in record}
+
+
+def _print_epoch(record: dict, epochs: int) -> None:
+    parts = [f"epoch {record['epoch']:>3}/{epochs}", f"loss {record['train_loss']:.4f}", f"train_acc {record['train_acc']:.4f}"]
+    if "val_acc" in record:
+        parts.append(f"val_acc {record['val_acc']:.4f}")
+    parts += [f"test_acc {record['test_acc']:.4f}", f"test_nll {record['test_nll']:.4f}",
+              f"{record['train_images_per_second']:.0f} img/s", f"{record['epoch_seconds']:.1f}s"]
+    print("  ".join(parts), flush=True)
+
+
+def _summary(prepared: Prepared, status, history, best, best_by, wall, images_per_second, error) -> dict:
+    recipe, dataset = prepared.recipe, prepared.dataset
+    return {
+        "kdlab_version": kdlab.__version__,
+        "git_sha": git_sha(),
+        "status": status,
+        "error": error,
+        "method": recipe.method.name,
+        "method_params": dict(recipe.method.model_extra or {}),
+        "model": recipe.model.name,
+        "dataset": dataset.name,
+        "data": {
+            "source": recipe.data.source,
+            "path": recipe.data.path,
+            "fingerprint": dataset.fingerprint,
+            "classes": len(dataset.classes),
+            "train": len(dataset.train.labels),
+            "val": len(dataset.val.labels) if dataset.val is not None else 0,
+            "test": len(dataset.test.labels),
+        },
+        "seed": recipe.seed,
+        "epochs": recipe.train.epochs,
+        "epochs_completed": len(history),
+        "params": sum(p.numel() for p in prepared.model.parameters()),
+        **prepared.runtime.describe(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "machine": machine_description(prepared.runtime.device),
+        "wall_seconds": round(wall, 3),
+        "train_images_per_second": images_per_second,
+        "best_by": best_by,
+        "final": _selected(history[-1]) if history else None,
+        "best": best,
+    }

@@ -1,0 +1,142 @@
+"""End-to-end runs on real data: the run-directory contract, exact resume, determinism, accuracy on Fashion-MNIST."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from kdlab.cli import main
+from kdlab.config import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+DIGITS = {
+    "data": {"source": "digits", "val_size": 0.1},
+    "model": {"name": "cnn_small8"},
+    "method": {"name": "ls", "eps": 0.1},
+    "train": {"epochs": 3, "batch_size": 64},
+    "optim": {"lr": 0.05, "nesterov": True},
+    "schedule": {"name": "cosine", "warmup_epochs": 1},
+    "runtime": {"progress": False},
+}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("KDLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def write_recipe(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def kdlab(*args, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, "-m", "kdlab", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=ROOT)
+
+
+def test_run_directory_contract(tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", DIGITS)
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "--out", str(run), "--quiet"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("kdlab_version", "git_sha", "method", "model", "dataset", "seed", "epochs", "params", "device",
+                "wall_seconds", "train_images_per_second", "final", "best", "best_by", "precision"):
+        assert key in summary, key
+    assert summary["status"] == "completed" and summary["method"] == "ls" and summary["epochs"] == 3
+    assert summary["method_params"] == {"eps": 0.1, "split": "uniform"}
+    assert summary["best_by"] == "val_acc"
+    for block in ("final", "best"):
+        assert {"epoch", "test_acc", "test_nll", "test_ece", "val_acc"} <= set(summary[block])
+        assert 0 <= summary[block]["test_acc"] <= 1
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2, 3]
+    assert {"train_loss", "train_ls", "train_acc", "lr", "val_acc", "test_acc", "test_nll", "test_ece"} <= set(lines[0])
+    assert summary["final"]["test_acc"] == lines[-1]["test_acc"]
+    best_line = max(lines, key=lambda line: line["val_acc"])
+    assert summary["best"]["epoch"] == best_line["epoch"]
+    for split in ("test", "val"):
+        with np.load(run / "predictions" / f"{split}.npz", allow_pickle=False) as npz:
+            assert npz["logits"].shape == (len(npz["labels"]), 10)
+    test = np.load(run / "predictions" / "test.npz")
+    assert (test["logits"].argmax(1) == test["labels"]).mean() == pytest.approx(summary["final"]["test_acc"])
+    assert {"state.json", "model.safetensors", "best.safetensors"} <= {p.name for p in (run / "checkpoint").iterdir()}
+    # config.yaml is a complete recipe: loading it gives the same resolved recipe.
+    resolved = load_recipe(run / "config.yaml")
+    assert resolved.data.mean is not None and resolved.method.model_extra == {"eps": 0.1, "split": "uniform"}
+
+
+def test_config_yaml_repeats_the_run_exactly(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert main(["train", str(write_recipe(tmp_path / "r.yaml", DIGITS)), "--out", str(first), "--quiet"]) == 0
+    assert main(["train", str(first / "config.yaml"), "--out", str(second), "--quiet"]) == 0
+    a, b = np.load(first / "predictions" / "test.npz"), np.load(second / "predictions" / "test.npz")
+    np.testing.assert_array_equal(a["logits"], b["logits"])
+
+
+def test_existing_output_is_refused_unless_forced(tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", {**DIGITS, "train": {"epochs": 1}})
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "--out", str(run), "--quiet"]) == 0
+    before = (run / "summary.json").read_text()
+    assert main(["train", str(recipe), "--out", str(run), "--quiet"]) == 2
+    assert (run / "summary.json").read_text() == before
+    assert main(["train", str(recipe), "--out", str(run), "--quiet", "--force"]) == 0
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    """SIGKILL a real process once epoch 1 is recorded, resume it, compare with an uninterrupted run."""
+    raw = {**DIGITS, "train": {"epochs": 3, "batch_size": 4}}  # small batches: epochs long enough to kill inside
+    recipe = write_recipe(tmp_path / "r.yaml", raw)
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "kdlab", "train", str(recipe), "--out", str(killed), "--quiet"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((killed / "summary.json").read_text())["status"] == "running"
+    assert len(metrics.read_text().splitlines()) < 3
+
+    assert main(["train", "--resume", str(killed), "--quiet"]) == 0
+    assert main(["train", str(recipe), "--out", str(whole), "--quiet"]) == 0
+    a, b = json.loads((killed / "summary.json").read_text()), json.loads((whole / "summary.json").read_text())
+    assert a["status"] == "completed"
+    assert a["final"] == b["final"] and a["best"] == b["best"]
+    np.testing.assert_array_equal(np.load(killed / "predictions/test.npz")["logits"],
+                                  np.load(whole / "predictions/test.npz")["logits"])
+    strip = lambda text: [{k: v for k, v in json.loads(l).items() if "second" not in k} for l in text.splitlines()]
+    assert strip(metrics.read_text()) == strip((whole / "metrics.jsonl").read_text())
+
+
+def test_resume_of_a_completed_run_changes_nothing(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", str(write_recipe(tmp_path / "r.yaml", {**DIGITS, "train": {"epochs": 1}})), "--out", str(run), "--quiet"]) == 0
+    before = (run / "summary.json").read_text()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert (run / "summary.json").read_text() == before
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "fashion-mnist").is_dir(), reason="needs ../shared/data/fashion-mnist")
+def test_fashion_mnist_two_epochs_small_cnn_reaches_088(tmp_path):
+    run = tmp_path / "fmnist"
+    result = kdlab("train", "recipes/fashion_mnist.yaml", "train.epochs=2", "--out", run, timeout=600)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final"]["test_acc"] >= 0.88, summary["final"]
