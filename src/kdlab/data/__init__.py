@@ -1,0 +1,69 @@
+"""Datasets: decode a source once, cache it, and hand out uint8 NHWC splits.
+
+``load_dataset("cifar10", "/data/cifar-10-batches-py")`` decodes the files the first time and reads the cached
+arrays afterwards (see :mod:`kdlab.data.cache`); the sources and their options are in :mod:`kdlab.data.sources`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import replace
+
+from kdlab.data import cache
+from kdlab.data.dataset import Dataset, Split
+from kdlab.data.sources import CONTENT_VERSIONS, DATA_FOLDERS, SOURCES
+from kdlab.data.sources.common import data_folder
+from kdlab.data.split import carve_validation
+from kdlab.errors import KdlabError
+
+__all__ = ["Dataset", "Split", "SOURCES", "carve_validation", "load_dataset"]
+
+
+def source_options(source: str, options: dict) -> dict:
+    """``options`` checked against what ``source`` takes, with its defaults filled in (so the cache key does not
+    depend on whether a default was spelled out)."""
+    parameters = inspect.signature(SOURCES[source]).parameters
+    accepted = {name: p for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        takes = f"it takes {', '.join(sorted(accepted))}" if accepted else "it takes none"
+        raise KdlabError(f"data source {source} has no option {', '.join(unknown)} ({takes})")
+    return {name: options.get(name, p.default) for name, p in accepted.items()}
+
+
+def load_dataset(
+    source: str,
+    path: str | os.PathLike | None = None,
+    *,
+    val_size: int | float = 0,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    **options,
+) -> Dataset:
+    """The dataset of ``source`` (a name in :data:`SOURCES`) read from folder ``path``, from the cache if possible.
+
+    ``options`` go to the source (e.g. ``classes`` for idx, ``mode`` for folder). With ``val_size`` (a count, or
+    a fraction in (0, 1)) a stratified validation split is carved from train with ``seed``, unless the source
+    has its own. The result's ``fingerprint`` is the cache key, extended by the validation-split parameters.
+    """
+    if source not in SOURCES:
+        raise KdlabError(f"unknown data source {source!r}; known sources: {', '.join(SOURCES)}")
+    options = source_options(source, options)
+    reads_files = "path" in inspect.signature(SOURCES[source]).parameters
+    root = cache.cache_root(cache_dir)
+    if reads_files:
+        if path is None:
+            raise KdlabError(f"data source {source} needs a path (the folder holding its files)")
+        folder = DATA_FOLDERS.get(source, data_folder)(path)
+        key = cache.source_key(source, options, folder=folder, skip=root)
+    else:
+        if path is not None:
+            raise KdlabError(f"data source {source} reads no files, but a path was given: {path}")
+        key = cache.source_key(source, options, version=CONTENT_VERSIONS[source]())
+    dataset = cache.load_entry(root, source, key)
+    if dataset is None:
+        decoded = SOURCES[source](folder, **options) if reads_files else SOURCES[source](**options)
+        dataset = replace(decoded, fingerprint=key)
+        cache.store_entry(root, source, key, dataset)
+    return carve_validation(dataset, val_size, seed)

@@ -1,0 +1,68 @@
+"""The decoded form every data source produces: uint8 images N x H x W x C with int64 labels, per split.
+
+Images are always NHWC (C = 1 for grey, 3 for colour), whatever the files held, so later code never has to ask
+which layout it got. Label ``k`` names ``classes[k]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One split: ``images`` uint8 (N, H, W, C), ``labels`` int64 (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self):
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise ValueError(f"Split images must be uint8 N x H x W x C, got {self.images.dtype} {self.images.shape}")
+        if self.labels.dtype != np.int64 or self.labels.ndim != 1:
+            raise ValueError(f"Split labels must be int64 (N,), got {self.labels.dtype} {self.labels.shape}")
+        if self.images.shape[0] != self.labels.shape[0]:
+            raise ValueError(f"Split has {self.images.shape[0]} images but {self.labels.shape[0]} labels")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A whole dataset: class names, the train and test splits and an optional validation split.
+
+    ``fingerprint`` identifies the decoded content: :func:`kdlab.data.load_dataset` sets it to the cache key of
+    the source files, and :func:`kdlab.data.carve_validation` extends it with the validation-split parameters, so
+    anything derived from the data (e.g. cached teacher logits) can be keyed by it. A source function called
+    directly leaves it empty.
+    """
+
+    name: str
+    classes: list[str]
+    train: Split
+    test: Split
+    val: Split | None
+    fingerprint: str
+
+    def __post_init__(self):
+        splits = [s for s in (self.train, self.test, self.val) if s is not None]
+        shapes = {s.images.shape[1:] for s in splits}
+        if len(shapes) != 1:
+            raise ValueError(f"Dataset {self.name}: splits have different image shapes {sorted(shapes)}")
+        if not self.classes:
+            raise ValueError(f"Dataset {self.name} has no classes")
+        for split in splits:
+            if len(split) and (split.labels.min() < 0 or split.labels.max() >= len(self.classes)):
+                raise ValueError(f"Dataset {self.name}: labels out of range for {len(self.classes)} classes")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of every image."""
+        return tuple(int(d) for d in self.train.images.shape[1:])

@@ -1,0 +1,33 @@
+"""The data sources: each decodes one on-disk layout into a :class:`kdlab.data.Dataset`.
+
+``SOURCES`` maps a source name to its function; keyword-only parameters are the source's options. A function whose
+first parameter is ``path`` reads the files in that folder. ``DATA_FOLDERS`` names, for the sources that accept a
+parent folder too (CIFAR), the folder they really read, so the cache key covers only that one. A function with no
+``path`` (digits) reads no files, and ``CONTENT_VERSIONS`` says what its data depend on instead, for the cache key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from kdlab.data.dataset import Dataset
+from kdlab.data.sources.cifar10 import decode_cifar10, locate_cifar10
+from kdlab.data.sources.cifar100 import decode_cifar100, locate_cifar100
+from kdlab.data.sources.digits import decode_digits, digits_version
+from kdlab.data.sources.folder import decode_folder
+from kdlab.data.sources.idx import decode_idx
+
+SOURCES: dict[str, Callable[..., Dataset]] = {
+    "digits": decode_digits,
+    "idx": decode_idx,
+    "cifar10": decode_cifar10,
+    "cifar100": decode_cifar100,
+    "folder": decode_folder,
+}
+
+DATA_FOLDERS: dict[str, Callable[[str], Path]] = {"cifar10": locate_cifar10, "cifar100": locate_cifar100}
+
+CONTENT_VERSIONS: dict[str, Callable[[], str]] = {"digits": digits_version}
+
+__all__ = ["SOURCES", "DATA_FOLDERS", "CONTENT_VERSIONS"]

@@ -1,0 +1,111 @@
+"""Image folders, one sub-folder per class: ``train/<class>/*.png``, ``test/<class>/*.png`` and optionally
+``val/<class>/...`` (or ``valid/``, as CINIC-10 names it). This is the layout of torchvision's ``ImageFolder``,
+of CINIC-10 (Darlow et al. 2018) and of the CIFAR-10 JPEG copy in ``/work/shared/data/cifar10-jpeg``.
+
+Files are ``.jpg``, ``.jpeg`` or ``.png`` (any case); hidden entries (``.DS_Store``) are skipped, anything else in a
+class folder is an error. Class names are the sorted sub-folder names of ``train/``; ``test/`` and ``val/`` must
+have the same ones. Within a class, files are taken in sorted name order. Every image is decoded with Pillow in
+``mode`` "RGB" (the default, H x W x 3) or "L" (grey, H x W x 1), and all must have one size.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kdlab.data.dataset import Dataset, Split
+from kdlab.data.sources.common import data_folder, make_split
+from kdlab.data.sources.image_files import CHANNELS, IMAGE_SUFFIXES, decode_images, is_image_file
+from kdlab.errors import KdlabError
+
+VAL_FOLDER_NAMES = ("val", "valid")
+
+
+def visible_entries(folder: Path) -> list[os.DirEntry]:
+    with os.scandir(folder) as entries:
+        return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+
+
+def class_folders(split_folder: Path) -> list[str]:
+    """Sorted names of the class sub-folders of ``split_folder``; loose images there are an error."""
+    names = []
+    for entry in visible_entries(split_folder):
+        if entry.is_dir():
+            names.append(entry.name)
+        elif is_image_file(entry.name):
+            raise KdlabError(f"{entry.path}: images must be inside one sub-folder per class, not directly in "
+                             f"{split_folder}")
+    if not names:
+        raise KdlabError(f"{split_folder}: no class folders (expected {split_folder}/<class>/<image>.png)")
+    return names
+
+
+def image_files(class_folder: Path) -> list[str]:
+    """The image files of one class folder, in sorted order; none, or a foreign entry, is an error."""
+    files = []
+    for entry in visible_entries(class_folder):
+        if not (entry.is_file() and is_image_file(entry.name)):
+            raise KdlabError(f"{entry.path}: not an image file (a class folder may hold only "
+                             f"{', '.join(IMAGE_SUFFIXES)} files)")
+        files.append(entry.path)
+    if not files:
+        raise KdlabError(f"{class_folder}: empty class folder (no {', '.join(IMAGE_SUFFIXES)} files)")
+    return files
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """{"train": ..., "test": ..., and "val": ... if there is one} under ``root``."""
+    folders = {}
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise KdlabError(f"{root}: missing {split}/ folder (expected {root}/{split}/<class>/<image>)")
+        folders[split] = root / split
+    val = [root / name for name in VAL_FOLDER_NAMES if (root / name).is_dir()]
+    if len(val) > 1:
+        raise KdlabError(f"{root}: both {val[0].name}/ and {val[1].name}/ exist; keep one validation folder")
+    if val:
+        folders["val"] = val[0]
+    return folders
+
+
+def list_split(split_folder: Path, classes: list[str], train_folder: Path) -> tuple[list[str], np.ndarray]:
+    """The image files of one split and their labels (indices into ``classes``)."""
+    found = class_folders(split_folder)
+    if found != classes:
+        only_train = sorted(set(classes) - set(found))
+        only_here = sorted(set(found) - set(classes))
+        raise KdlabError(f"class folders differ between {train_folder} and {split_folder}: only in train: "
+                         f"{only_train or 'none'}; only in {split_folder.name}: {only_here or 'none'}")
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        class_files = image_files(split_folder / name)
+        files += class_files
+        labels += [label] * len(class_files)
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def decode_folder(path: str, *, mode: str = "RGB") -> Dataset:
+    """The image folders under ``path`` (train/, test/, optional val/ or valid/), decoded in ``mode``."""
+    root = data_folder(path)
+    if mode not in CHANNELS:
+        raise KdlabError(f"{root}: option mode must be one of {', '.join(CHANNELS)}, got {mode!r}")
+    folders = split_folders(root)
+    classes = class_folders(folders["train"])
+    listed = {split: list_split(f, classes, folders["train"]) for split, f in folders.items()}
+    all_files = [file for files, _ in listed.values() for file in files]
+    images = decode_images(all_files, mode, f"decoding {root.name}")
+    splits: dict[str, Split] = {}
+    start = 0
+    for split, (files, labels) in listed.items():
+        splits[split] = make_split(images[start : start + len(files)], labels)
+        start += len(files)
+    return Dataset(
+        name=root.name,
+        classes=classes,
+        train=splits["train"],
+        test=splits["test"],
+        val=splits.get("val"),
+        fingerprint="",
+    )

@@ -1,0 +1,76 @@
+"""Seeded stratified splits: a validation split carved from train, and the split of sources with no official one.
+
+Both use ``sklearn.model_selection.train_test_split(stratify=labels, random_state=seed)`` on sample indices, so
+each class keeps its share in both parts and the same seed always gives the same split. Both parts keep the
+original sample order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import numbers
+from dataclasses import replace
+
+import numpy as np
+
+from kdlab.data.dataset import Dataset, Split
+from kdlab.errors import KdlabError
+
+
+def stratified_split(labels: np.ndarray, count: int, seed: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices (kept, taken): ``count`` samples taken in proportion to each class's frequency."""
+    from sklearn.model_selection import train_test_split  # imported here: scikit-learn takes a second to import
+
+    try:
+        kept, taken = train_test_split(np.arange(len(labels)), test_size=count, stratify=labels, random_state=seed)
+    except ValueError as error:
+        raise KdlabError(f"{where}: cannot take a stratified split of {count} of {len(labels)} samples: "
+                         f"{error}") from None
+    return np.sort(kept), np.sort(taken)
+
+
+def validation_count(size: int | float, total: int, where: str) -> int:
+    """``size`` (a count, or a fraction in (0, 1) of ``total``) as a number of samples; 0 means none."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Real):
+        raise KdlabError(f"{where}: val_size must be a count or a fraction in (0, 1), got {size!r}")
+    if isinstance(size, numbers.Integral) or (size >= 1 and float(size).is_integer()):
+        count = int(size)
+    elif 0 < size < 1:
+        count = int(round(size * total))
+        if count == 0:
+            raise KdlabError(f"{where}: val_size {size} of {total} training samples is less than one sample")
+    elif size == 0:
+        count = 0
+    else:
+        raise KdlabError(f"{where}: val_size must be a count or a fraction in (0, 1), got {size!r}")
+    if count < 0:
+        raise KdlabError(f"{where}: val_size must not be negative, got {size!r}")
+    if count >= total:
+        raise KdlabError(f"{where}: val_size {size!r} asks for {count} of only {total} training samples")
+    return count
+
+
+def carve_validation(dataset: Dataset, size: int | float, seed: int) -> Dataset:
+    """Move ``size`` training samples (a count, or a fraction in (0, 1)) to a new validation split.
+
+    The split is stratified by label and a pure function of (train labels, count, seed). A dataset that already
+    has a validation split (e.g. CINIC-10's ``valid/``) is returned unchanged, and so is any dataset for
+    ``size == 0``. The fingerprint of the result extends the dataset's with the count and the seed.
+    """
+    if dataset.val is not None:
+        return dataset
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise KdlabError(f"{dataset.name}: the validation split seed must be a whole number in [0, 2**32), "
+                         f"got {seed!r}")
+    count = validation_count(size, len(dataset.train), dataset.name)
+    if count == 0:
+        return dataset
+    train = dataset.train
+    kept, taken = stratified_split(train.labels, count, int(seed), f"{dataset.name} train")
+    fingerprint = hashlib.sha256(f"{dataset.fingerprint}|val={count}|seed={int(seed)}".encode()).hexdigest()
+    return replace(
+        dataset,
+        train=Split(train.images[kept], train.labels[kept]),
+        val=Split(train.images[taken], train.labels[taken]),
+        fingerprint=fingerprint,
+    )
