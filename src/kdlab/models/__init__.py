@@ -1,0 +1,63 @@
+"""The model zoo: a registry of classifiers by name.
+
+Contract every registered model follows (the engine, the analysis code and later methods rely on it):
+
+* ``create(name, num_classes, in_channels=3)`` returns an ``nn.Module`` whose ``forward(x)`` gives logits (N x K);
+* ``forward(x, return_features=True)`` returns ``(logits, features)`` from the same pass, where ``features`` are the
+  penultimate activations (N x D) that enter the final linear layer;
+* ``model.classifier`` is that final ``nn.Linear`` (its rows are Mueller et al.'s class templates);
+* ``model.feature_dim`` is D.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import torch.nn as nn
+
+from kdlab.errors import KdlabError
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    """Decorator that adds a builder ``fn(num_classes, in_channels) -> nn.Module`` to the zoo under ``name``."""
+
+    def add(builder):
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = builder
+        return builder
+
+    return add
+
+
+def names() -> list[str]:
+    """All registered model names, sorted."""
+    _load_zoo()
+    return sorted(_REGISTRY)
+
+
+def create(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """Build the model ``name`` for ``num_classes`` classes and ``in_channels`` input channels.
+
+    Besides the registered names, any ``wrn_D_K`` (a wide ResNet of depth D = 6n + 4 and widen factor K) is built on
+    the fly.
+    """
+    _load_zoo()
+    if name not in _REGISTRY:
+        wrn = re.fullmatch(r"wrn_(\d+)_(\d+)", name)
+        if wrn:
+            from kdlab.models.wide_resnet import wide_resnet
+
+            return wide_resnet(int(wrn[1]), int(wrn[2]), num_classes=num_classes, in_channels=in_channels)
+        raise KdlabError(
+            f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}, or any wrn_D_K with D = 6n+4"
+        )
+    return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels)
+
+
+def _load_zoo() -> None:
+    # Importing the family modules runs their @register decorators.
+    from kdlab.models import zoo  # noqa: F401

@@ -1,0 +1,70 @@
+"""Pieces shared by the model families: the classifier base class, weight init, conv-BN-ReLU, channel shuffle."""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+import torch.nn as nn
+
+
+class Classifier(nn.Module, metaclass=abc.ABCMeta):
+    """A feature extractor followed by one linear layer, ``self.classifier``.
+
+    Subclasses build ``self.classifier`` (an ``nn.Linear``) and implement :meth:`forward_features`, which maps a batch
+    of images to the penultimate activations (N x D) that enter it. :meth:`forward` then follows the zoo contract of
+    :mod:`kdlab.models`.
+    """
+
+    classifier: nn.Linear
+
+    @property
+    def feature_dim(self) -> int:
+        """D, the width of the features that enter ``self.classifier``."""
+        return self.classifier.in_features
+
+    @abc.abstractmethod
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate activations (N x D) of the batch ``x`` (N x C x H x W)."""
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """Logits (N x K), or ``(logits, features)`` from the same pass when ``return_features`` is true."""
+        features = self.forward_features(x)
+        logits = self.classifier(features)
+        if return_features:
+            return logits, features
+        return logits
+
+
+def init_conv_bn(module: nn.Module) -> None:
+    """He (Kaiming) normal init with fan-out for every conv in ``module`` (zero conv biases), BN weight 1 and bias 0.
+
+    ``kaiming_normal_(mode="fan_out", nonlinearity="relu")`` draws from N(0, 2 / (k * k * out_channels)), which is
+    what the reference CIFAR definitions write out by hand as ``normal_(0, sqrt(2 / n))``.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def conv_bn(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1, relu: bool = True
+) -> nn.Sequential:
+    """A bias-free conv with "same" padding, then BN, then (unless ``relu`` is false) ReLU."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_channels),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle: view the C channels as a (groups x C/groups) grid and transpose it."""
+    return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
