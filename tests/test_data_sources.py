@@ -28,9 +28,6 @@ from kdlab.data import cache as data_cache
 from kdlab.data.sources.idx import FASHION_MNIST_CLASSES
 from kdlab.errors import KdlabError
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-FASHION_MNIST = SHARED_DATA / "fashion-mnist"
-CIFAR10_JPEG = SHARED_DATA / "cifar10-jpeg"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -125,8 +122,9 @@ def test_idx_class_names_from_folder_name_or_option(tmp_path):
     assert load_dataset("idx", tmp_path / "My-Fashion-copy", classes=names).classes == names
 
 
-def test_idx_real_fashion_mnist():
-    ds = load_dataset("idx", FASHION_MNIST)
+def test_idx_real_fashion_mnist(shared_data):
+    fashion_mnist = shared_data("fashion-mnist")
+    ds = load_dataset("idx", fashion_mnist)
     assert ds.classes == FASHION_MNIST_CLASSES == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                                                    "Shirt", "Sneaker", "Bag", "Ankle boot"]
     assert ds.train.images.shape == (60000, 28, 28, 1) and ds.test.images.shape == (10000, 28, 28, 1)
@@ -440,18 +438,19 @@ def test_folder_missing_pieces(tmp_path):
         load_dataset("folder", root, mode="CMYK")
 
 
-def test_real_cifar10_jpeg_folder_and_cached_second_load():
+def test_real_cifar10_jpeg_folder_and_cached_second_load(shared_data):
+    cifar10_jpeg = shared_data("cifar10-jpeg")
     start = time.perf_counter()
-    ds = load_dataset("folder", CIFAR10_JPEG)
+    ds = load_dataset("folder", cifar10_jpeg)
     first = time.perf_counter() - start
     assert ds.classes == CIFAR10_CLASSES and ds.val is None
     assert ds.train.images.shape == (50000, 32, 32, 3) and ds.test.images.shape == (10000, 32, 32, 3)
     assert np.bincount(ds.train.labels).tolist() == [5000] * 10
     assert np.bincount(ds.test.labels).tolist() == [1000] * 10
-    with Image.open(CIFAR10_JPEG / "test" / "truck" / sorted(os.listdir(CIFAR10_JPEG / "test" / "truck"))[-1]) as im:
+    with Image.open(cifar10_jpeg / "test" / "truck" / sorted(os.listdir(cifar10_jpeg / "test" / "truck"))[-1]) as im:
         np.testing.assert_array_equal(ds.test.images[-1], np.asarray(im.convert("RGB")))
     start = time.perf_counter()
-    again = load_dataset("folder", CIFAR10_JPEG)
+    again = load_dataset("folder", cifar10_jpeg)
     second = time.perf_counter() - start
     print(f"\nCIFAR-10 JPEG: first load (decode) {first:.2f} s, second load (cache) {second:.3f} s")
     assert second < 1.0

@@ -16,7 +16,6 @@ from kdlab.cli import main
 from kdlab.config import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 DIGITS = {
     "data": {"source": "digits", "val_size": 0.1},
     "model": {"name": "cnn_small8"},
@@ -133,10 +132,10 @@ def test_resume_of_a_completed_run_changes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED / "fashion-mnist").is_dir(), reason="needs ../shared/data/fashion-mnist")
-def test_fashion_mnist_two_epochs_small_cnn_reaches_088(tmp_path):
+def test_fashion_mnist_two_epochs_small_cnn_reaches_088(tmp_path, shared_data):
     run = tmp_path / "fmnist"
-    result = kdlab("train", "recipes/fashion_mnist.yaml", "train.epochs=2", "--out", run, timeout=600)
+    result = kdlab("train", "recipes/fashion_mnist.yaml", "train.epochs=2", f"data.path={shared_data('fashion-mnist')}",
+                   "--out", run, timeout=600)
     assert result.returncode == 0, result.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["final"]["test_acc"] >= 0.88, summary["final"]

@@ -1,0 +1,26 @@
+"""Shared test helpers.
+
+The real datasets live in ``../shared/data`` beside the checkout (override with ``KDLAB_SHARED_DATA``). Tests that
+need one are skipped when it is absent on a developer's machine, but fail under CI (``CI`` set), where it must be.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(os.environ.get("KDLAB_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data():
+    def get(name: str) -> Path:
+        path = SHARED_DATA / name
+        if not path.is_dir():
+            message = f"needs the real dataset {path}"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        return path
+
+    return get
