@@ -139,3 +139,40 @@ def test_fashion_mnist_two_epochs_small_cnn_reaches_088(tmp_path, shared_data):
     assert result.returncode == 0, result.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["final"]["test_acc"] >= 0.88, summary["final"]
+
+
+def test_compiled_bf16_channels_last_run_completes(tmp_path):
+    """The CPU fast path end to end: torch.compile + bf16 autocast + channels_last."""
+    raw = {**DIGITS, "train": {"epochs": 1, "batch_size": 64},
+           "runtime": {"progress": False, "compile": True, "precision": "bf16", "channels_last": True}}
+    run = tmp_path / "run"
+    assert main(["train", str(write_recipe(tmp_path / "r.yaml", raw)), "--out", str(run), "--quiet"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["compile"] is True and summary["precision"] == "bf16" and summary["channels_last"] is True
+    assert summary["final"]["test_acc"] > 0.5
+    # The exported model is plain: its keys load into a fresh, uncompiled model.
+    from safetensors.torch import load_file
+
+    from kdlab import models
+
+    fresh = models.create("cnn_small8", 10, in_channels=1)
+    fresh.load_state_dict(load_file(run / "checkpoint" / "model.safetensors"))
+
+
+def test_fp32_run_records_its_precision(tmp_path):
+    raw = {**DIGITS, "train": {"epochs": 1}, "runtime": {"progress": False, "precision": "fp32", "channels_last": False}}
+    run = tmp_path / "run"
+    assert main(["train", str(write_recipe(tmp_path / "r.yaml", raw)), "--out", str(run), "--quiet"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["precision"] == "fp32" and summary["channels_last"] is False and summary["device"] == "cpu"
+
+
+def test_data_prepare_and_help(tmp_path, capsys):
+    assert main(["data", "prepare", "--source", "digits"]) == 0
+    assert "10 classes" in capsys.readouterr().out
+    recipe = write_recipe(tmp_path / "r.yaml", DIGITS)
+    assert main(["data", "prepare", str(recipe)]) == 0
+    for command in (["--help"], ["train", "--help"], ["quickstart", "--help"], ["data", "prepare", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(command)
+        assert exit_info.value.code == 0

@@ -41,7 +41,7 @@ class DataConfig(Strict):
     @field_validator("path", "cache_dir")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
-        return None if value is None else str(Path(os.path.expandvars(value)).expanduser().absolute())
+        return None if value is None else os.path.normpath(Path(os.path.expandvars(value)).expanduser().absolute())
 
     @field_validator("std")
     @classmethod
