@@ -143,13 +143,13 @@ def test_fashion_mnist_two_epochs_small_cnn_reaches_088(tmp_path, shared_data):
 
 def test_compiled_bf16_channels_last_run_completes(tmp_path):
     """The CPU fast path end to end: torch.compile + bf16 autocast + channels_last."""
-    raw = {**DIGITS, "train": {"epochs": 1, "batch_size": 64},
+    raw = {**DIGITS, "train": {"epochs": 3, "batch_size": 64}, "schedule": {"name": "cosine"},
            "runtime": {"progress": False, "compile": True, "precision": "bf16", "channels_last": True}}
     run = tmp_path / "run"
     assert main(["train", str(write_recipe(tmp_path / "r.yaml", raw)), "--out", str(run), "--quiet"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["compile"] is True and summary["precision"] == "bf16" and summary["channels_last"] is True
-    assert summary["final"]["test_acc"] > 0.5
+    assert summary["final"]["test_acc"] > 0.8
     # The exported model is plain: its keys load into a fresh, uncompiled model.
     from safetensors.torch import load_file
 
