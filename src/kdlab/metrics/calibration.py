@@ -23,7 +23,6 @@ def ece(logits, labels, n_bins: int = 15) -> float:
     # Right-closed bins: bucketize(right=False) puts c in bin m when upper[m-1] < c <= upper[m].
     upper_edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)[1:]
     bins = torch.bucketize(conf, upper_edges, right=False).clamp(max=n_bins - 1)
-    counts = torch.bincount(bins, minlength=n_bins).double()
     conf_sum = torch.bincount(bins, weights=conf, minlength=n_bins)
     acc_sum = torch.bincount(bins, weights=correct, minlength=n_bins)
     return ((acc_sum - conf_sum).abs().sum() / conf.numel()).item()
