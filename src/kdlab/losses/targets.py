@@ -37,3 +37,26 @@ def smoothed_labels(
         return q * (1.0 - eps) + eps / num_classes
     return q * (1.0 - eps) + (1.0 - q) * (eps / (num_classes - 1))
 
+
+def corrected_uniform_target(
+    labels: torch.Tensor, num_classes: int, beta: float, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """A uniform teacher whose true class gets the share ``beta``: t_beta(k) = beta if k = y, (1 - beta)/(K - 1) else.
+
+    Requires 1/K <= beta < 1 (beta = 1/K gives the uniform distribution u exactly; beta -> 1 would be one-hot). Two
+    losses build their teacher with it:
+
+    * LSR-OS-TC's "teacher correction" t_beta (METHODS.md section 1.2, RECONSTRUCTED), used by
+      :func:`kdlab.losses.teacher_free.lsr_os_tc`.
+    * Tf-KD_reg's hand-made teacher p^d, with ``beta = a`` (a = 0.99 in the paper and code; METHODS.md sections 2.1
+      Eq. (8) and 2.2), used by :func:`kdlab.losses.teacher_free.tfkd_reg`.
+
+    It is the same vector as ``smoothed_labels(labels, K, 1 - beta, split="others")``.
+    """
+    if num_classes < 2:
+        raise ValueError(f"corrected uniform target needs at least 2 classes, got num_classes={num_classes}")
+    # A small tolerance so that beta = 1 / K computed by the caller is accepted whatever its rounding.
+    if not (1.0 / num_classes - 1e-12 <= beta < 1.0):
+        raise ValueError(f"corrected uniform target beta must be in [1/K, 1) = [{1 / num_classes:.6g}, 1), got {beta}")
+    q = one_hot(labels, num_classes, dtype)
+    return q * beta + (1.0 - q) * ((1.0 - beta) / (num_classes - 1))

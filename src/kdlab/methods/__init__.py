@@ -7,7 +7,7 @@ To add a method: write ``kdlab/methods/<name>.py`` with a :class:`~kdlab.methods
 from __future__ import annotations
 
 from kdlab.errors import KdlabError
-from kdlab.methods.base import Method
+from kdlab.methods.base import Method, MethodContext
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -36,7 +36,15 @@ def get(name: str, where: str = "recipe") -> type[Method]:
 
 
 def _load_methods() -> None:
-    from kdlab.methods import cross_entropy, label_smoothing  # noqa: F401
+    from kdlab.methods import (  # noqa: F401
+        cross_entropy,
+        dkd,
+        kd,
+        label_smoothing,
+        margin,
+        output_smoothing,
+        teacher_free_kd,
+    )
 
 
-__all__ = ["Method", "get", "names", "register"]
+__all__ = ["Method", "MethodContext", "get", "names", "register"]

@@ -1,22 +1,40 @@
 """The method interface the engine trains.
 
 A method is an ``nn.Module`` that owns what it trains (``self.model``, the network that is evaluated and exported)
-and returns, for a batch, the logits of that model and a dict of named loss terms whose sum is minimised. The engine
-never knows which method runs: it sums the terms, logs each one, and evaluates ``method.model``.
+and its frozen parts (teachers), and returns, for a batch, the logits of that model and a dict of named loss terms
+whose sum is minimised. The engine never knows which method runs: it sums the terms, logs each one, and evaluates
+``method.model``.
+
+Frozen submodules (named in ``frozen``) stay in eval mode whatever ``train()`` says, and are left out of the
+method's ``state_dict``: checkpoints hold only what the method trains; a teacher is rebuilt from its own run.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict
 
+from kdlab.data import Dataset
+
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may need besides its model: the student's data (for checking teachers against it)."""
+
+    dataset: Dataset
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.dataset.classes)
 
 
 class Method(nn.Module, ABC):
@@ -24,13 +42,37 @@ class Method(nn.Module, ABC):
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
+    frozen: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, model: nn.Module, params: BaseModel, num_classes: int):
+    def __init__(self, model: nn.Module, params: BaseModel, context: MethodContext):
         super().__init__()
         self.model = model
         self.params = params
-        self.num_classes = num_classes
+        self.num_classes = context.num_classes
 
     @abstractmethod
     def forward(self, inputs: torch.Tensor, labels: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return (logits of ``self.model`` for ``inputs``, {term name: scalar loss})."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self, name).eval()
+        return self
+
+    def _frozen_key(self, key: str) -> bool:
+        return any(key.startswith(f"{name}.") for name in self.frozen)
+
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        for key in [k for k in state if self._frozen_key(k)]:
+            del state[key]
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not self._frozen_key(k)]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"state dict does not fit {type(self).__name__}: missing {missing}, "
+                               f"unexpected {result.unexpected_keys}")
+        return result

@@ -69,7 +69,7 @@ def prepare(recipe: Recipe) -> Prepared:
     torch.manual_seed(recipe.seed)
     model = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=channels)
     _check_model_fits(model, recipe.model.name, dataset)
-    method = methods.get(recipe.method.name)(model, method_params(recipe), len(dataset.classes))
+    method = methods.get(recipe.method.name)(model, method_params(recipe), methods.MethodContext(dataset))
     method.to(runtime.device)
     if runtime.channels_last:
         method.to(memory_format=torch.channels_last)
@@ -288,6 +288,8 @@ def _summary(prepared: Prepared, status, history, best, best_by, wall, images_pe
             "path": recipe.data.path,
             "fingerprint": dataset.fingerprint,
             "classes": len(dataset.classes),
+            "class_names": list(dataset.classes),
+            "input_shape": list(dataset.train.images.shape[1:]),
             "train": len(dataset.train.labels),
             "val": len(dataset.val.labels) if dataset.val is not None else 0,
             "test": len(dataset.test.labels),

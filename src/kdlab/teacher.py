@@ -1,0 +1,53 @@
+"""Teachers are run directories: kdlab rebuilds the network from the run's ``config.yaml`` and its safetensors
+weights, and checks that it was trained on the student's task before anything trains against it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from kdlab import models
+from kdlab.config import load_recipe
+from kdlab.data import Dataset
+from kdlab.errors import KdlabError
+from kdlab.train.checkpoint import load_state_into, load_tensors
+from kdlab.train.rundir import RunDir
+
+WEIGHTS = {"final": "model.safetensors", "best": "best.safetensors"}
+
+
+def load_teacher(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["final", "best"] = "final") -> torch.nn.Module:
+    """The network of the completed run ``run_dir``, frozen (eval mode, no gradients), on the CPU.
+
+    Refused with a one-line error: a folder that is not a completed kdlab run, and a teacher whose class count,
+    class names, input shape (H x W x C) or dataset differ from the student's ``dataset``.
+    """
+    run = RunDir(Path(run_dir))
+    if not run.config.is_file():
+        raise KdlabError(f"teacher {run.path} is not a kdlab run directory (no config.yaml)")
+    try:
+        summary = json.loads(run.summary.read_text())
+    except (OSError, ValueError):
+        raise KdlabError(f"teacher {run.path} has no readable summary.json") from None
+    if summary.get("status") != "completed":
+        raise KdlabError(f"teacher {run.path} has not completed (status {summary.get('status')!r}); finish or resume it first")
+    data = summary.get("data", {})
+    student_shape = list(dataset.train.images.shape[1:])
+    if data.get("classes") != len(dataset.classes):
+        raise KdlabError(f"teacher {run.path} has {data.get('classes')} classes, the student's data {dataset.name} has {len(dataset.classes)}")
+    if data.get("class_names", list(dataset.classes)) != list(dataset.classes):
+        raise KdlabError(f"teacher {run.path} was trained on other class names than {dataset.name}'s")
+    if data.get("input_shape", student_shape) != student_shape:
+        raise KdlabError(f"teacher {run.path} takes {data.get('input_shape')} (HxWxC) inputs, the student's data has {student_shape}")
+    if summary.get("dataset") != dataset.name:
+        raise KdlabError(f"teacher {run.path} was trained on {summary.get('dataset')}, the student trains on {dataset.name}")
+    recipe = load_recipe(run.config)
+    teacher = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=student_shape[-1])
+    weights = run.checkpoint / WEIGHTS[checkpoint]
+    load_state_into(teacher, load_tensors(weights), weights)
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
