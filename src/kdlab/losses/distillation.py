@@ -8,36 +8,13 @@ student's compute dtype.
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses._precision import upcast
+from kdlab.losses._checks import check_positive, check_weight, student_teacher_pair
 from kdlab.losses.cross_entropy import cross_entropy
 from kdlab.losses.divergence import kl_to_logits
-
-
-def _check_tau(tau: float) -> None:
-    if not (tau > 0 and math.isfinite(tau)):
-        raise ValueError(f"temperature tau must be a finite number > 0, got {tau!r}")
-
-
-def _check_alpha(alpha: float) -> None:
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"mixing weight alpha must be in [0, 1], got {alpha!r}")
-
-
-def _prepare(z: torch.Tensor, zt: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validate shapes, upcast the student, detach the teacher and cast it to the student's compute dtype."""
-    if z.ndim != 2:
-        raise ValueError(f"student logits z must be N x K, got shape {tuple(z.shape)}")
-    if zt.shape != z.shape:
-        raise ValueError(f"teacher logits zt must have the shape of z {tuple(z.shape)}, got {tuple(zt.shape)}")
-    if y.shape != (z.shape[0],):
-        raise ValueError(f"labels y must have shape ({z.shape[0]},), got {tuple(y.shape)}")
-    z = upcast(z)
-    return z, zt.detach().to(z.dtype), y.long()
 
 
 def _mix(z: torch.Tensor, y: torch.Tensor, alpha: float, term: torch.Tensor) -> torch.Tensor:
@@ -53,9 +30,9 @@ def kd_kl(z: torch.Tensor, zt: torch.Tensor, y: torch.Tensor, alpha: float = 0.9
     mean): dL/dz = (1 - alpha)(softmax(z) - onehot(y)) + alpha tau (softmax(z / tau) - softmax(zt / tau)).
     ``alpha = 0`` is plain cross-entropy. The teacher is detached.
     """
-    _check_alpha(alpha)
-    _check_tau(tau)
-    z, zt, y = _prepare(z, zt, y)
+    check_weight("alpha", alpha)
+    check_positive("tau", tau)
+    z, zt, y = student_teacher_pair(z, zt, y)
     return _mix(z, y, alpha, kl_to_logits(zt, z, tau))
 
 
@@ -66,8 +43,8 @@ def kd_mse(z: torch.Tensor, zt: torch.Tensor, y: torch.Tensor, alpha: float = 1.
     all N*K elements (the paper's ||z - zt||^2 divided by K per sample), with no CE term, i.e. the default
     ``alpha = 1`` (METHODS.md 4.2). At ``alpha = 1`` this equals ``F.mse_loss(z, zt)``. The teacher is detached.
     """
-    _check_alpha(alpha)
-    z, zt, y = _prepare(z, zt, y)
+    check_weight("alpha", alpha)
+    z, zt, y = student_teacher_pair(z, zt, y)
     return _mix(z, y, alpha, F.mse_loss(z, zt))
 
 
@@ -80,7 +57,7 @@ def kd_reverse_kl(
     tau^2 factor follow Hinton KD, METHODS.md 4.1). The student appears in both places of the KL (the weighting
     distribution and its log), and gradient flows through both; the teacher is detached.
     """
-    _check_alpha(alpha)
-    _check_tau(tau)
-    z, zt, y = _prepare(z, zt, y)
+    check_weight("alpha", alpha)
+    check_positive("tau", tau)
+    z, zt, y = student_teacher_pair(z, zt, y)
     return _mix(z, y, alpha, kl_to_logits(z, zt, tau, detach_target=False))

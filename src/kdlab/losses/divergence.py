@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kdlab.losses._checks import check_positive
 from kdlab.losses._precision import upcast
 
 
@@ -23,8 +24,7 @@ def kl_from_probs(target: torch.Tensor, logits: torch.Tensor, tau: float = 1.0, 
     Zero target entries contribute 0 (the 0 log 0 = 0 convention), so one-hot and smoothed targets both work.
     Computed in float32 (or the input's wider dtype).
     """
-    if tau <= 0:
-        raise ValueError(f"temperature tau must be > 0, got {tau}")
+    check_positive("tau", tau)
     logits = upcast(logits)
     target = target.detach() if detach_target else target
     target = target.to(logits.dtype)
@@ -40,8 +40,7 @@ def kl_to_logits(
 
     Uses log-probabilities on both sides (``log_target=True``), which stays exact when a target probability underflows.
     """
-    if tau <= 0:
-        raise ValueError(f"temperature tau must be > 0, got {tau}")
+    check_positive("tau", tau)
     logits = upcast(logits)
     target_logits = target_logits.detach() if detach_target else target_logits
     log_p = F.log_softmax(target_logits.to(logits.dtype) / tau, dim=1)

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from kdlab.losses.distillation import _check_tau, _prepare
+from kdlab.losses._checks import check_positive, student_teacher_pair
 from kdlab.losses.divergence import kl_to_logits
 
 
@@ -52,8 +52,8 @@ def dkd_parts(
     TCKD = tau^2 KL([p^t_y, 1 - p^t_y] || [p^s_y, 1 - p^s_y]); NCKD = tau^2 KL(p_hat^t || p_hat^s) over the
     non-target classes. The teacher is detached; float32 under autocast, float64 kept for float64 inputs.
     """
-    _check_tau(tau)
-    z, zt, y = _prepare(z, zt, y)
+    check_positive("tau", tau)
+    z, zt, y = student_teacher_pair(z, zt, y)
     if z.shape[1] < 2:
         raise ValueError(f"DKD needs at least 2 classes in z, got shape {tuple(z.shape)}")
     tckd = kl_to_logits(_binary_logits(zt, y, tau), _binary_logits(z, y, tau), 1.0) * tau**2

@@ -13,35 +13,17 @@ float64. KL terms are ``batchmean`` with the tau^2 factor (METHODS.md section 0.
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 
+from kdlab.losses._checks import check_non_negative, check_positive, check_weight
 from kdlab.losses._precision import upcast
 from kdlab.losses.cross_entropy import cross_entropy
 from kdlab.losses.divergence import kl_from_probs, kl_to_logits
 from kdlab.losses.targets import corrected_uniform_target
 
 TFKD_MODES = ("paper", "reference")
-
-
-def _check_weight(name: str, value: float, *, upper_open: bool) -> None:
-    """A mixing weight in [0, 1) (``upper_open``) or [0, 1]."""
-    ok = 0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0
-    if not ok:
-        interval = "[0, 1)" if upper_open else "[0, 1]"
-        raise ValueError(f"{name} must be in {interval}, got {value}")
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-
-
-def _check_non_negative(name: str, value: float) -> None:
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
 def tfkd_reg(
@@ -75,8 +57,8 @@ def tfkd_reg(
     Arguments: 0 <= alpha <= 1, tau > 0, 1/K <= a < 1 (the paper uses a >= 0.9; a = 0.99 on CIFAR-100 and
     ImageNet), mode in ``("paper", "reference")``, multiplier >= 0.
     """
-    _check_weight("alpha", alpha, upper_open=False)
-    _check_positive("tau", tau)
+    check_weight("alpha", alpha, upper_open=False)
+    check_positive("tau", tau)
     if not 0.0 < a < 1.0:
         raise ValueError(f"Tf-KD hand-made teacher probability a must be in (0, 1), got {a}")
     num_classes = z.shape[1]
@@ -87,7 +69,7 @@ def tfkd_reg(
         )
     if mode not in TFKD_MODES:
         raise ValueError(f"Tf-KD mode must be one of {TFKD_MODES}, got {mode!r}")
-    _check_non_negative("multiplier", multiplier)
+    check_non_negative("multiplier", multiplier)
 
     z = upcast(z)
     teacher = corrected_uniform_target(y, num_classes, a, dtype=z.dtype)
@@ -128,10 +110,10 @@ def lsr_os_tc(
 
     Arguments: 0 <= eps < 1, tau > 0, beta None or 1/K <= beta < 1, teacher_tau None or > 0.
     """
-    _check_weight("eps", eps, upper_open=True)
-    _check_positive("tau", tau)
+    check_weight("eps", eps, upper_open=True)
+    check_positive("tau", tau)
     if teacher_tau is not None:
-        _check_positive("teacher_tau", teacher_tau)
+        check_positive("teacher_tau", teacher_tau)
     z = upcast(z)
     num_classes = z.shape[1]
     if beta is None:
@@ -168,8 +150,8 @@ def mbls(z: torch.Tensor, y: torch.Tensor, margin: float = 10.0, lam: float = 0.
     The mean runs over all N*K entries, including the max logit itself (whose distance is 0). Defaults are the
     reference config's: margin 10, lam (``alpha`` there) 0.1. Arguments: margin >= 0, lam >= 0.
     """
-    _check_non_negative("margin", margin)
-    _check_non_negative("lam", lam)
+    check_non_negative("margin", margin)
+    check_non_negative("lam", lam)
     z = upcast(z)
     distance = z.max(dim=1, keepdim=True).values - z
     return cross_entropy(z, y) + lam * F.relu(distance - margin).mean()
