@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "a table of test accuracy, NLL and ECE (under a minute on 2 CPU cores).")
     quick.add_argument("--out", help="keep the runs as run directories under this folder")
     quick.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
-    quick.add_argument("--epochs", type=int, default=15, help="epochs per run (default 15)")
+    quick.add_argument("--epochs", type=int, default=12, help="epochs per run (default 12)")
     quick.set_defaults(handler=_quickstart)
 
     data = commands.add_parser("data", help="data utilities")

@@ -1,6 +1,7 @@
-"""``kdlab quickstart``: every teacher-free method on scikit-learn's digits, a few seeds each, one table.
+"""``kdlab quickstart``: the soft-target methods on scikit-learn's digits, a few seeds each, one table.
 
-The embedded default needs no files and no download: digits ship inside scikit-learn.
+A resnet8 teacher is trained first (one run); the KD rows distil from it into the same small CNN the teacher-free
+rows train. The embedded default needs no files and no download: digits ship inside scikit-learn.
 """
 
 from __future__ import annotations
@@ -16,41 +17,56 @@ from kdlab.train.engine import train
 BASE_RECIPE = {
     "data": {"source": "digits", "val_size": 0.1},
     "model": {"name": "cnn_small8"},
-    "train": {"epochs": 15, "batch_size": 64, "eval_batch_size": 1000},
+    "train": {"epochs": 12, "batch_size": 64, "eval_batch_size": 1000},
     "optim": {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
     "schedule": {"name": "cosine"},
     "runtime": {"progress": False},
 }
 
+TEACHER = "<teacher run>"  # replaced by the teacher's run directory
+
 # One entry per method the quickstart compares: the method section of its recipe.
 METHODS = [
     {"name": "ce"},
     {"name": "ls", "eps": 0.1},
+    {"name": "lsr_os_tc", "eps": 0.1, "tau": 4.0, "beta": 0.2},
+    {"name": "tfkd_reg", "alpha": 0.1, "tau": 20.0, "a": 0.99},
+    {"name": "kd", "divergence": "kl", "alpha": 0.9, "tau": 4.0, "teacher": TEACHER},
+    {"name": "kd", "divergence": "mse", "alpha": 1.0, "teacher": TEACHER},
 ]
+TEACHER_MODEL = "resnet8"
 
 
-def run_quickstart(out: str | None = None, seeds: int = 3, epochs: int = 15) -> list[dict]:
+def run_quickstart(out: str | None = None, seeds: int = 3, epochs: int = 12) -> list[dict]:
     """Train each method of ``METHODS`` with ``seeds`` seeds; print and return the per-method table rows."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kdlab-quickstart-") as scratch:
         root = Path(out) if out is not None else Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
+        train_section = {**BASE_RECIPE["train"], "epochs": epochs}
+        teacher_run = root / "teacher"
+        teacher = train(load_recipe(raw={**BASE_RECIPE, "train": train_section, "model": {"name": TEACHER_MODEL}}),
+                        teacher_run, force=True, quiet=True)
+        print(f"  teacher {TEACHER_MODEL}: test acc {teacher['final']['test_acc']:.4f}", flush=True)
         rows = []
         for method in METHODS:
+            method = {k: str(teacher_run) if v == TEACHER else v for k, v in method.items()}
             summaries = []
             for seed in range(seeds):
-                raw = {**BASE_RECIPE, "method": method, "seed": seed,
-                       "train": {**BASE_RECIPE["train"], "epochs": epochs}}
-                run_dir = root / f"{method['name']}-s{seed}"
-                summaries.append(train(load_recipe(raw=raw), run_dir, force=True, quiet=True))
+                raw = {**BASE_RECIPE, "method": method, "seed": seed, "train": train_section}
+                summaries.append(train(load_recipe(raw=raw), root / _run_name(method, seed), force=True, quiet=True))
             rows.append(_row(method, summaries))
             print(f"  {rows[-1]['method']}: done", flush=True)
     _print_table(rows, seeds, time.perf_counter() - start, out)
     return rows
 
 
+def _run_name(method: dict, seed: int) -> str:
+    return f"{method['name']}-{method['divergence']}-s{seed}" if "divergence" in method else f"{method['name']}-s{seed}"
+
+
 def _row(method: dict, summaries: list[dict]) -> dict:
-    label = ", ".join([method["name"]] + [f"{k}={v}" for k, v in method.items() if k != "name"])
+    label = ", ".join([method["name"]] + [f"{k}={v}" for k, v in method.items() if k not in ("name", "teacher")])
     row = {"method": label}
     for key in ("test_acc", "test_nll", "test_ece"):
         values = [s["final"][key] for s in summaries]
@@ -59,12 +75,13 @@ def _row(method: dict, summaries: list[dict]) -> dict:
 
 
 def _print_table(rows: list[dict], seeds: int, seconds: float, out: str | None) -> None:
-    print(f"\nscikit-learn digits, cnn_small8, final epoch, mean +- std over {seeds} seed(s):")
-    header = f"{'method':<20} {'test acc':>17} {'test NLL':>17} {'test ECE':>17}"
+    print(f"\nscikit-learn digits, cnn_small8 students ({TEACHER_MODEL} teacher for kd), final epoch, "
+          f"mean +- std over {seeds} seed(s):")
+    header = f"{'method':<44} {'test acc':>17} {'test NLL':>17} {'test ECE':>17}"
     print(header)
     print("-" * len(header))
     for row in rows:
         cells = [f"{row[k][0]:.4f} +- {row[k][1]:.4f}" for k in ("test_acc", "test_nll", "test_ece")]
-        print(f"{row['method']:<20} " + " ".join(f"{c:>17}" for c in cells))
+        print(f"{row['method']:<44} " + " ".join(f"{c:>17}" for c in cells))
     kept = f"; runs kept in {out}" if out else ""
     print(f"({seconds:.0f} s{kept})")
