@@ -41,6 +41,17 @@ def _default_out(recipe_path: str, recipe) -> str:
     return str(Path("runs") / f"{Path(recipe_path).stem}-{recipe.method.name}-{recipe.model.name}-s{recipe.seed}-{stamp}")
 
 
+def _pipeline(args: argparse.Namespace) -> int:
+    from kdlab.pipeline import run_pipeline
+
+    out = args.out or str(Path("runs") / Path(args.recipe).stem)
+    record = run_pipeline(args.recipe, out, quiet=args.quiet)
+    trained = sum(stage["status"] != "reused" for stage in record["stages"])
+    print(f"{out}: {len(record['stages'])} stages, {trained} trained, {len(record['stages']) - trained} reused; "
+          f"see {Path(out) / 'pipeline.json'}")
+    return 0
+
+
 def _quickstart(args: argparse.Namespace) -> int:
     from kdlab.quickstart import run_quickstart
 
@@ -89,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--force", action="store_true", help="replace an existing run directory at --out")
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     train.set_defaults(handler=_train)
+
+    pipe = commands.add_parser("pipeline", help="train the stages of a pipeline recipe in order (teacher, students, ...)",
+                               description="Train named stages in order; a stage may use an earlier stage's run as "
+                               "its teacher (method.teacher: '@stage'). Finished stages with the same recipe and "
+                               "teacher are reused, interrupted ones resumed.")
+    pipe.add_argument("recipe", help="pipeline YAML (base + stages)")
+    pipe.add_argument("--out", help="folder of the stages' run directories (default runs/<recipe name>)")
+    pipe.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    pipe.set_defaults(handler=_pipeline)
 
     quick = commands.add_parser("quickstart", help="a small comparison of the methods on scikit-learn's digits",
                                 description="Train every method on scikit-learn's digits over a few seeds and print "
