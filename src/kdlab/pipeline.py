@@ -114,14 +114,18 @@ def stage_key(recipe_dict: dict, teacher_dir: Path | None) -> str:
     return digest.hexdigest()
 
 
+def plan_pipeline(path: str | Path) -> list[tuple[str, dict, str]]:
+    """The expanded stages of a pipeline recipe, each validated as a recipe (teachers are checked when it runs)."""
+    runs = expand_stages(str(path), read_yaml(path))
+    for _, raw, _ in runs:
+        load_recipe(raw=_with_teacher(raw, Path(".")) if _teacher_ref(raw) else raw)
+    return runs
+
+
 def run_pipeline(path: str | Path, out: str | Path, quiet: bool = False) -> dict:
     """Train (or reuse) every stage of the pipeline recipe at ``path`` under ``out``; return the pipeline record."""
-    where = str(path)
-    runs = expand_stages(where, read_yaml(path))
+    runs = plan_pipeline(path)
     out = Path(out)
-    # Validate every stage's recipe before training anything (teachers of later stages do not exist yet).
-    for _, raw, _ in runs:
-        load_recipe(raw=_with_teacher(raw, out) if _teacher_ref(raw) else raw)
     out.mkdir(parents=True, exist_ok=True)
     record = {"pipeline": str(Path(path).absolute()), "out": str(out.absolute()), "stages": []}
     for name, raw, stage in runs:

@@ -1,0 +1,33 @@
+"""Every shipped recipe and pipeline recipe is valid, so none of them rots as the schema grows."""
+
+from pathlib import Path
+
+import pytest
+
+from kdlab.config import load_recipe
+from kdlab.pipeline import plan_pipeline
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_recipe_is_valid(path):
+    recipe = load_recipe(path)
+    assert recipe.train.epochs >= 1
+
+
+@pytest.mark.parametrize("path", sorted((RECIPES / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+def test_pipeline_recipe_is_valid(path):
+    runs = plan_pipeline(path)
+    assert runs and len({name for name, _, _ in runs}) == len(runs)
+
+
+def test_cifar100_benchmark_pairs_use_the_published_hyper_parameters():
+    runs = {name: raw for name, raw, _ in plan_pipeline(RECIPES / "pipelines" / "cifar100_kd_benchmark.yaml")}
+    betas = {"resnet20_dkd": 2.0, "resnet32_dkd": 2.0, "wrn_16_2_dkd": 6.0, "resnet8x4_dkd": 8.0, "vgg8_dkd": 6.0}
+    for name, beta in betas.items():
+        assert runs[name]["method"]["beta"] == beta
+    for name in ("resnet20_kd", "resnet32_kd", "wrn_16_2_kd", "resnet8x4_kd", "vgg8_kd"):
+        assert (runs[name]["method"]["alpha"], runs[name]["method"]["tau"]) == (0.9, 4.0)
+        assert runs[name]["train"] == {"epochs": 240, "batch_size": 64}
+        assert runs[name]["schedule"]["milestones"] == [150, 180, 210] and runs[name]["optim"]["lr"] == 0.05
