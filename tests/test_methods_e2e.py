@@ -48,6 +48,7 @@ TEACHER_FREE = [
     ({"name": "tfkd_reg"}, ["tfkd_reg"]),
     ({"name": "tfkd_reg", "mode": "reference", "multiplier": 10.0, "alpha": 0.1, "tau": 40.0}, ["tfkd_reg"]),
     ({"name": "mbls"}, ["mbls"]),
+    ({"name": "zipf_ls", "lam": 0.1}, ["zipf_ls"]),
 ]
 
 
@@ -146,3 +147,24 @@ def test_missing_or_unfinished_teacher_is_refused(tmp_path, teacher, capsys):
 def test_every_registered_method_is_covered():
     covered = {m["name"] for m, _ in TEACHER_FREE} | {"kd", "dkd", "tfkd_self", "ce", "ls"}
     assert set(methods.names()) <= covered
+
+
+def test_zipf_method_computes_its_loss_from_one_forward_pass():
+    import torch
+
+    from kdlab import losses, models
+    from kdlab.data import load_dataset
+    from kdlab.methods import MethodContext
+
+    dataset = load_dataset("digits")
+    torch.manual_seed(0)
+    model = models.create("cnn_small8", 10, in_channels=1).eval()
+    method = methods.get("zipf_ls")(model, methods.get("zipf_ls").Params(), MethodContext(dataset))
+    x = torch.randn(6, 1, 8, 8)
+    y = torch.arange(6)
+    logits, terms = method(x, y, 0)
+    assert torch.allclose(logits, model(x), atol=1e-5)
+    dense = model.dense_logits(model.feature_map(x))
+    assert dense.shape == (6, 10, 4, 4)
+    expected = losses.zipf_ls(model(x), y, losses.zipf_ranks(dense), 0.1, 1.0)
+    assert torch.allclose(terms["zipf_ls"], expected, atol=1e-5)

@@ -175,3 +175,16 @@ def test_reference_init():
         assert classifier.weight.std().item() == pytest.approx(0.01, rel=0.1)
         assert torch.all(classifier.bias == 0)
     assert torch.all(create("wrn_16_2", 100).classifier.bias == 0)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "wrn_16_1", "vgg8", "mobilenetv2_half", "shufflenetv1", "shufflenetv2"])
+def test_dense_logits_average_to_the_logits(name):
+    """The classifier is linear, so the mean over positions of the dense logits equals the pooled logits."""
+    torch.manual_seed(0)
+    model = create(name, 10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feature_map = model.feature_map(x)
+        dense = model.dense_logits(feature_map)
+        assert dense.shape[:2] == (2, 10) and dense.shape[2:] == feature_map.shape[2:]
+        assert torch.allclose(dense.mean(dim=(2, 3)), model(x), atol=1e-4)

@@ -44,6 +44,7 @@ def _load_methods() -> None:
         margin,
         output_smoothing,
         teacher_free_kd,
+        zipf,
     )
 
 

@@ -11,9 +11,11 @@ import torch.nn as nn
 class Classifier(nn.Module, metaclass=abc.ABCMeta):
     """A feature extractor followed by one linear layer, ``self.classifier``.
 
-    Subclasses build ``self.classifier`` (an ``nn.Linear``) and implement :meth:`forward_features`, which maps a batch
-    of images to the penultimate activations (N x D) that enter it. :meth:`forward` then follows the zoo contract of
-    :mod:`kdlab.models`.
+    Subclasses build ``self.classifier`` (an ``nn.Linear``) and implement :meth:`feature_map`, the last
+    convolutional feature map (N x D x H' x W'). Global average pooling of it gives the penultimate activations
+    (:meth:`forward_features`, N x D) that enter the classifier; the classifier applied at every position of the
+    map gives dense logits (:meth:`dense_logits`, for Zipf's LS votes). :meth:`forward` follows the zoo contract
+    of :mod:`kdlab.models`.
     """
 
     classifier: nn.Linear
@@ -24,8 +26,16 @@ class Classifier(nn.Module, metaclass=abc.ABCMeta):
         return self.classifier.in_features
 
     @abc.abstractmethod
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map (N x D x H' x W') of the batch ``x`` (N x C x H x W), before global pooling."""
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The penultimate activations (N x D) of the batch ``x`` (N x C x H x W)."""
+        """The penultimate activations (N x D): the global average of :meth:`feature_map`."""
+        return self.feature_map(x).mean(dim=(2, 3))
+
+    def dense_logits(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """The classifier applied at every position of ``feature_map``: N x K x H' x W'."""
+        return self.classifier(feature_map.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         """Logits (N x K), or ``(logits, features)`` from the same pass when ``return_features`` is true."""

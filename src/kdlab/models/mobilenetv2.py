@@ -60,15 +60,13 @@ class MobileNetV2(Classifier):
         self.stages = nn.Sequential(*stages)
         last_channels = int(1280 * width) if width > 1.0 else 1280
         self.head = conv_bn(channels, last_channels, 1)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(last_channels, num_classes)
         init_conv_bn(self)
         nn.init.normal_(self.classifier.weight, 0.0, 0.01)
         nn.init.zeros_(self.classifier.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.head(self.stages(self.stem(x)))
-        return torch.flatten(self.pool(out), 1)
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
 
 
 @register("mobilenetv2")

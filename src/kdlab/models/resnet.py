@@ -64,7 +64,6 @@ class ResNet(Classifier):
         self.layer1 = self._make_stage(widths[0], widths[1], blocks_per_stage, stride=1)
         self.layer2 = self._make_stage(widths[1], widths[2], blocks_per_stage, stride=2)
         self.layer3 = self._make_stage(widths[2], widths[3], blocks_per_stage, stride=2)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[3], num_classes)
         init_conv_bn(self)
 
@@ -74,10 +73,10 @@ class ResNet(Classifier):
         blocks += [BasicBlock(planes, planes) for _ in range(num_blocks - 1)]
         return nn.Sequential(*blocks)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
-        return torch.flatten(self.pool(out), 1)
+        return out
 
 
 def _register(name: str, depth: int, widths: tuple[int, int, int, int]) -> None:

@@ -77,13 +77,12 @@ class ShuffleNetV1(Classifier):
                 channels = width
             stages.append(nn.Sequential(*units))
         self.layer1, self.layer2, self.layer3 = stages
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(channels, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
-        return torch.flatten(self.pool(out), 1)
+        return out
 
 
 @register("shufflenetv1")

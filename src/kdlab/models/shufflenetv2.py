@@ -85,13 +85,12 @@ class ShuffleNetV2(Classifier):
             channels = width
         self.layer1, self.layer2, self.layer3 = stages
         self.head = conv_bn(channels, last_channels, 1)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(last_channels, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.head(self.layer3(self.layer2(self.layer1(out))))
-        return torch.flatten(self.pool(out), 1)
+        return out
 
 
 @register("shufflenetv2")

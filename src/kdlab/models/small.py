@@ -34,12 +34,11 @@ class SmallCNN(Classifier):
                 modules.append(conv_bn(channels, int(spec), 3))
                 channels = int(spec)
         self.body = nn.Sequential(*modules)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(channels, num_classes)
         init_conv_bn(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.pool(self.body(x)), 1)
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
 
 
 @register("cnn_small8")

@@ -48,18 +48,17 @@ class VGG(Classifier):
             _conv_block(c, widths) for c, widths in zip(block_in, config)
         )
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(config[-1][-1], num_classes)
         init_conv_bn(self)
         nn.init.normal_(self.classifier.weight, 0.0, 0.01)
         nn.init.zeros_(self.classifier.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         out = self.pool(self.block0(x))
         out = self.pool(self.block1(out))
         out = self.pool(self.block2(out))
         out = self.block4(self.block3(out))
-        return torch.flatten(self.global_pool(out), 1)
+        return out
 
 
 def _register(name: str, config: str) -> None:

@@ -69,7 +69,6 @@ class WideResNet(Classifier):
         self.block2 = self._make_stage(widths[1], widths[2], blocks_per_stage, 2, drop_rate)
         self.block3 = self._make_stage(widths[2], widths[3], blocks_per_stage, 2, drop_rate)
         self.bn = nn.BatchNorm2d(widths[3])
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[3], num_classes)
         init_conv_bn(self)
         nn.init.zeros_(self.classifier.bias)
@@ -80,10 +79,10 @@ class WideResNet(Classifier):
         blocks += [PreActBlock(out_planes, out_planes, 1, drop_rate) for _ in range(num_blocks - 1)]
         return nn.Sequential(*blocks)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block3(self.block2(self.block1(self.conv1(x))))
         out = F.relu(self.bn(out))
-        return torch.flatten(self.pool(out), 1)
+        return out
 
 
 def wide_resnet(depth: int, widen_factor: int, num_classes: int, in_channels: int = 3) -> WideResNet:
