@@ -33,7 +33,6 @@ import itertools
 import json
 from pathlib import Path
 
-import yaml
 
 from kdlab.config import load_recipe, read_yaml
 from kdlab.errors import KdlabError

@@ -3,7 +3,6 @@ weights, and checks that it was trained on the student's task before anything tr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -28,10 +27,9 @@ def load_teacher(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["fin
     run = RunDir(Path(run_dir))
     if not run.config.is_file():
         raise KdlabError(f"teacher {run.path} is not a kdlab run directory (no config.yaml)")
-    try:
-        summary = json.loads(run.summary.read_text())
-    except (OSError, ValueError):
-        raise KdlabError(f"teacher {run.path} has no readable summary.json") from None
+    summary = run.read_summary()
+    if summary is None:
+        raise KdlabError(f"teacher {run.path} has no readable summary.json")
     if summary.get("status") != "completed":
         raise KdlabError(f"teacher {run.path} has not completed (status {summary.get('status')!r}); finish or resume it first")
     data = summary.get("data", {})
