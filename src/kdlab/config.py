@@ -26,6 +26,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class LabelNoiseConfig(Strict):
+    kind: Literal["symmetric", "pair"] = Field(description="symmetric: a random other class; pair: (y + 1) mod K")
+    rate: float = Field(ge=0, lt=1, description="fraction of training labels corrupted (exactly round(rate * N))")
+    seed: int = Field(0, ge=0, description="noise seed, independent of the run seed: every run sees the same labels")
+    clean_val: bool = Field(False, description="give the validation split carved from train its true labels back")
+
+
 class DataConfig(Strict):
     source: str = Field(description="one of kdlab.data.SOURCES: digits, idx, cifar10, cifar100, folder")
     path: str | None = Field(None, description="where the files are (not needed for digits)")
@@ -37,6 +44,7 @@ class DataConfig(Strict):
     mean: list[float] | None = Field(None, description="per-channel mean on [0, 1]; None computes it from train")
     std: list[float] | None = Field(None, description="per-channel std on [0, 1]; None computes it from train")
     cache_dir: str | None = Field(None, description="decoded-data cache; default $KDLAB_CACHE_DIR or ~/.cache/kdlab")
+    label_noise: LabelNoiseConfig | None = Field(None, description="corrupt a seeded fraction of training labels")
 
     @field_validator("path", "cache_dir")
     @classmethod

@@ -12,12 +12,13 @@ from dataclasses import replace
 
 from kdlab.data import cache
 from kdlab.data.dataset import Dataset, Split
+from kdlab.data.noise import LabelNoise, restore_clean_val, with_label_noise
 from kdlab.data.sources import CONTENT_VERSIONS, DATA_FOLDERS, SOURCES
 from kdlab.data.sources.common import data_folder
 from kdlab.data.split import carve_validation
 from kdlab.errors import KdlabError
 
-__all__ = ["Dataset", "Split", "SOURCES", "carve_validation", "load_dataset"]
+__all__ = ["Dataset", "LabelNoise", "Split", "SOURCES", "carve_validation", "load_dataset"]
 
 
 def source_options(source: str, options: dict) -> dict:
@@ -39,13 +40,16 @@ def load_dataset(
     val_size: int | float = 0,
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
+    label_noise: LabelNoise | None = None,
     **options,
 ) -> Dataset:
     """The dataset of ``source`` (a name in :data:`SOURCES`) read from folder ``path``, from the cache if possible.
 
     ``options`` go to the source (e.g. ``classes`` for idx, ``mode`` for folder). With ``val_size`` (a count, or
     a fraction in (0, 1)) a stratified validation split is carved from train with ``seed``, unless the source
-    has its own. The result's ``fingerprint`` is the cache key, extended by the validation-split parameters.
+    has its own. With ``label_noise`` the training labels are corrupted (before the validation split is carved,
+    see :mod:`kdlab.data.noise`). The result's ``fingerprint`` is the cache key, extended by the label-noise and
+    validation-split parameters.
     """
     if source not in SOURCES:
         raise KdlabError(f"unknown data source {source!r}; known sources: {', '.join(SOURCES)}")
@@ -66,4 +70,7 @@ def load_dataset(
         decoded = SOURCES[source](folder, **options) if reads_files else SOURCES[source](**options)
         dataset = replace(decoded, fingerprint=key)
         cache.store_entry(root, source, key, dataset)
-    return carve_validation(dataset, val_size, seed)
+    if label_noise is not None and label_noise.rate > 0:
+        dataset = with_label_noise(dataset, label_noise)
+    dataset = carve_validation(dataset, val_size, seed)
+    return restore_clean_val(dataset) if label_noise is not None and label_noise.clean_val else dataset

@@ -13,10 +13,15 @@ import numpy as np
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """One split: ``images`` uint8 (N, H, W, C), ``labels`` int64 (N,)."""
+    """One split: ``images`` uint8 (N, H, W, C), ``labels`` int64 (N,).
+
+    ``clean_labels`` is set only when ``labels`` were corrupted on purpose (:mod:`kdlab.data.noise`): the true
+    labels, kept for analysis.
+    """
 
     images: np.ndarray
     labels: np.ndarray
+    clean_labels: np.ndarray | None = None
 
     def __post_init__(self):
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
@@ -25,6 +30,18 @@ class Split:
             raise ValueError(f"Split labels must be int64 (N,), got {self.labels.dtype} {self.labels.shape}")
         if self.images.shape[0] != self.labels.shape[0]:
             raise ValueError(f"Split has {self.images.shape[0]} images but {self.labels.shape[0]} labels")
+        if self.clean_labels is not None and self.clean_labels.shape != self.labels.shape:
+            raise ValueError(f"Split clean_labels have shape {self.clean_labels.shape}, labels {self.labels.shape}")
+
+    @property
+    def clean_labels_or_labels(self) -> np.ndarray:
+        """The true labels: ``clean_labels`` when the labels were corrupted, else ``labels``."""
+        return self.labels if self.clean_labels is None else self.clean_labels
+
+    def take(self, indices: np.ndarray) -> "Split":
+        """The samples at ``indices``, clean labels included."""
+        clean = None if self.clean_labels is None else self.clean_labels[indices]
+        return Split(self.images[indices], self.labels[indices], clean)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

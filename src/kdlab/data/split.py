@@ -70,7 +70,7 @@ def carve_validation(dataset: Dataset, size: int | float, seed: int) -> Dataset:
     fingerprint = hashlib.sha256(f"{dataset.fingerprint}|val={count}|seed={int(seed)}".encode()).hexdigest()
     return replace(
         dataset,
-        train=Split(train.images[kept], train.labels[kept]),
-        val=Split(train.images[taken], train.labels[taken]),
+        train=train.take(kept),
+        val=train.take(taken),
         fingerprint=fingerprint,
     )

@@ -21,7 +21,7 @@ from tqdm import tqdm
 import kdlab
 from kdlab import methods, models
 from kdlab.config import Recipe, dump_recipe, load_recipe, method_params
-from kdlab.data import Dataset, load_dataset
+from kdlab.data import Dataset, LabelNoise, load_dataset
 from kdlab.data.augment import CropFlip
 from kdlab.data.loader import DeviceLoader, channel_stats
 from kdlab.errors import KdlabError
@@ -56,8 +56,9 @@ def prepare(recipe: Recipe) -> Prepared:
     """Validate and build everything a run needs; writes nothing but the data cache. Fills data.mean/std."""
     runtime = resolve_runtime(recipe.runtime)
     data = recipe.data
+    noise = LabelNoise(**data.label_noise.model_dump()) if data.label_noise is not None else None
     dataset = load_dataset(data.source, data.path, val_size=data.val_size, seed=recipe.seed, cache_dir=data.cache_dir,
-                           **data.options)
+                           label_noise=noise, **data.options)
     if data.mean is None or data.std is None:
         mean, std = channel_stats(dataset.train.images)
         data.mean = data.mean or mean
@@ -272,6 +273,18 @@ def _print_epoch(record: dict, epochs: int) -> None:
     print("  ".join(parts), flush=True)
 
 
+def _label_noise_record(recipe: Recipe, dataset: Dataset) -> dict | None:
+    """The noise settings and how many train (and val) labels are actually wrong, or None without noise."""
+    if recipe.data.label_noise is None:
+        return None
+    record = recipe.data.label_noise.model_dump()
+    for name in ("train", "val"):
+        split = getattr(dataset, name)
+        if split is not None:
+            record[f"{name}_corrupted"] = int((split.labels != split.clean_labels_or_labels).sum())
+    return record
+
+
 def _summary(prepared: Prepared, status, history, best, best_by, wall, images_per_second, error) -> dict:
     recipe, dataset = prepared.recipe, prepared.dataset
     return {
@@ -293,6 +306,7 @@ def _summary(prepared: Prepared, status, history, best, best_by, wall, images_pe
             "train": len(dataset.train.labels),
             "val": len(dataset.val.labels) if dataset.val is not None else 0,
             "test": len(dataset.test.labels),
+            "label_noise": _label_noise_record(recipe, dataset),
         },
         "seed": recipe.seed,
         "epochs": recipe.train.epochs,
