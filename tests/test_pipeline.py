@@ -84,8 +84,8 @@ def test_an_interrupted_stage_is_resumed(tmp_path):
 def test_sweeps_expand_into_one_stage_per_value():
     runs = expand_stages("p", {"base": BASE, "stages": {
         "teacher": {}, "kd": {"method": {"name": "kd", "teacher": "@teacher"}, "sweep": {"method.tau": [1, 4]}}}})
-    assert [name for name, _, _ in runs] == ["teacher", "kd-tau1", "kd-tau4"]
-    assert [raw["method"]["tau"] for _, raw, _ in runs[1:]] == [1, 4]
+    assert [run.name for run in runs] == ["teacher", "kd-tau1", "kd-tau4"]
+    assert [run.raw["method"]["tau"] for run in runs[1:]] == [1, 4]
 
 
 @pytest.mark.parametrize(

@@ -19,11 +19,11 @@ def test_recipe_is_valid(path):
 @pytest.mark.parametrize("path", sorted((RECIPES / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
 def test_pipeline_recipe_is_valid(path):
     runs = plan_pipeline(path)
-    assert runs and len({name for name, _, _ in runs}) == len(runs)
+    assert runs and len({run.name for run in runs}) == len(runs)
 
 
 def test_cifar100_benchmark_pairs_use_the_published_hyper_parameters():
-    runs = {name: raw for name, raw, _ in plan_pipeline(RECIPES / "pipelines" / "cifar100_kd_benchmark.yaml")}
+    runs = {run.name: run.raw for run in plan_pipeline(RECIPES / "pipelines" / "cifar100_kd_benchmark.yaml")}
     betas = {"resnet20_dkd": 2.0, "resnet32_dkd": 2.0, "wrn_16_2_dkd": 6.0, "resnet8x4_dkd": 8.0, "vgg8_dkd": 6.0}
     for name, beta in betas.items():
         assert runs[name]["method"]["beta"] == beta

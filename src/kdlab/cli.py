@@ -52,6 +52,17 @@ def _pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    from kdlab.study import run_study
+
+    out = args.out or str(Path("runs") / Path(args.recipe).stem)
+    record = run_study(args.recipe, out, seeds=args.seeds, jobs=args.jobs, quiet=args.quiet)
+    trained = sum(run["status"] != "reused" for run in record["runs"])
+    print(f"{out}: {len(record['runs'])} runs, {trained} trained or resumed, {len(record['runs']) - trained} reused; "
+          f"summarise with: kdlab report {out}")
+    return 0
+
+
 def _quickstart(args: argparse.Namespace) -> int:
     from kdlab.quickstart import run_quickstart
 
@@ -109,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--out", help="folder of the stages' run directories (default runs/<recipe name>)")
     pipe.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     pipe.set_defaults(handler=_pipeline)
+
+    study = commands.add_parser("study", help="run a grid of methods and hyper-parameters over several seeds",
+                                description="Run every stage of a study recipe (a pipeline recipe with seeds and a "
+                                "baseline) once per seed. Finished runs are reused and interrupted ones resumed, so "
+                                "running a study again continues it.")
+    study.add_argument("recipe", help="study YAML (base, stages, seeds, baseline)")
+    study.add_argument("--out", help="the study folder (default runs/<recipe name>)")
+    study.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the recipe's seeds")
+    study.add_argument("--jobs", type=int, default=1, help="runs trained side by side (default 1)")
+    study.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    study.set_defaults(handler=_study)
 
     quick = commands.add_parser("quickstart", help="a small comparison of the methods on scikit-learn's digits",
                                 description="Train every method on scikit-learn's digits over a few seeds and print "

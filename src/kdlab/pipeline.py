@@ -31,8 +31,8 @@ import copy
 import hashlib
 import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
-
 
 from kdlab.config import load_recipe, read_yaml
 from kdlab.errors import KdlabError
@@ -41,7 +41,6 @@ from kdlab.train.engine import resume, train
 from kdlab.train.rundir import RunDir
 
 STAGE_KEY_SUFFIX = "stage-key.json"  # OUT/<run>.stage-key.json: the hash a stage's run was started with
-STAGE_OPTIONS = ("generations", "sweep")
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -58,51 +57,91 @@ def set_dotted(raw: dict, dotted: str, value) -> None:
     raw[leaf] = value
 
 
-def expand_stages(where: str, pipeline: dict) -> list[tuple[str, dict, str | None]]:
-    """[(run name, raw recipe, name of the pipeline stage it belongs to)] in training order, with ``@`` references
-    resolved to run names."""
-    unknown = set(pipeline) - {"base", "stages"}
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a pipeline or study: its folder ``name``, raw recipe (``@`` teachers resolved to run names), the
+    pipeline ``stage`` it comes from, its ``group`` (stage plus sweep values: the runs that differ only by seed)
+    and its ``seed`` (None outside a study, and for a study's shared stages)."""
+
+    name: str
+    raw: dict
+    stage: str
+    group: str
+    seed: int | None = None
+
+    @property
+    def teacher(self) -> str | None:
+        teacher = self.raw.get("method", {}).get("teacher")
+        return teacher[1:] if isinstance(teacher, str) and teacher.startswith("@") else None
+
+
+def expand_stages(where: str, pipeline: dict, seeds: list[int] | None = None, extra_keys: tuple = ()) -> list[PlannedRun]:
+    """The runs of a pipeline (``seeds`` None) or of a study (every stage not marked ``shared: true`` once per
+    seed, named ``<stage>-s<seed>``, its teachers taken from the same seed's runs or from shared stages), in
+    training order."""
+    unknown = set(pipeline) - {"base", "stages", *extra_keys}
     if unknown:
-        raise KdlabError(f"{where}: unknown key '{sorted(unknown)[0]}' (a pipeline has base and stages)")
+        allowed = ", ".join(["base", "stages", *extra_keys])
+        raise KdlabError(f"{where}: unknown key '{sorted(unknown)[0]}' (allowed: {allowed})")
     stages = pipeline.get("stages")
     if not isinstance(stages, dict) or not stages:
         raise KdlabError(f"{where}: 'stages' must be a non-empty mapping of stage name to recipe sections")
     base = pipeline.get("base") or {}
-    last_run: dict[str, str] = {}
-    runs: list[tuple[str, dict, str]] = []
+    if not isinstance(base, dict):
+        raise KdlabError(f"{where}: 'base' must be a mapping of recipe sections")
+    last_run: dict[tuple[str, int | None], str] = {}
+    runs: list[PlannedRun] = []
     for stage, spec in stages.items():
         if not isinstance(spec, dict):
             raise KdlabError(f"{where}: stages.{stage} must be a mapping of recipe sections")
         spec = dict(spec)
         generations = spec.pop("generations", 1)
         sweep = spec.pop("sweep", {})
-        if not isinstance(generations, int) or generations < 1:
+        shared = spec.pop("shared", False)
+        if not isinstance(generations, int) or isinstance(generations, bool) or generations < 1:
             raise KdlabError(f"{where}: stages.{stage}.generations must be a whole number >= 1")
         if not isinstance(sweep, dict) or any(not isinstance(v, list) or not v for v in sweep.values()):
             raise KdlabError(f"{where}: stages.{stage}.sweep must map dotted keys to non-empty lists")
+        if not isinstance(shared, bool):
+            raise KdlabError(f"{where}: stages.{stage}.shared must be true or false")
+        if shared and seeds is None:
+            raise KdlabError(f"{where}: stages.{stage}.shared only applies to a study (kdlab study)")
         raw = deep_merge(base, spec)
         variants = [dict(zip(sweep, values)) for values in itertools.product(*sweep.values())] if sweep else [{}]
+        stage_seeds = [None] if seeds is None or shared else list(seeds)
         for variant in variants:
-            suffix = "".join(f"-{key.split('.')[-1]}{value}" for key, value in variant.items())
-            previous = None
-            for generation in range(1, generations + 1):
-                name = f"{stage}{suffix}" + (f"-g{generation}" if generations > 1 else "")
-                recipe = copy.deepcopy(raw)
-                for key, value in variant.items():
-                    set_dotted(recipe, key, value)
-                method = recipe.get("method", {})
-                if previous is not None:
-                    method["teacher"] = f"@{previous}"
-                teacher = method.get("teacher")
-                if isinstance(teacher, str) and teacher.startswith("@"):
-                    target = teacher[1:]
-                    if target not in last_run and target not in {r[0] for r in runs}:
-                        raise KdlabError(f"{where}: stages.{stage}: teacher {teacher} names no earlier stage")
-                    method["teacher"] = "@" + last_run.get(target, target)
-                runs.append((name, recipe, stage))
-                previous = name
-            last_run[stage] = previous
+            group = stage + "".join(f"-{key.split('.')[-1]}{value}" for key, value in variant.items())
+            for seed in stage_seeds:
+                previous = None
+                for generation in range(1, generations + 1):
+                    name = group + (f"-s{seed}" if seed is not None else "") + (f"-g{generation}" if generations > 1 else "")
+                    recipe = copy.deepcopy(raw)
+                    for key, value in variant.items():
+                        set_dotted(recipe, key, value)
+                    if seed is not None:
+                        recipe["seed"] = seed
+                    method = recipe.setdefault("method", {})
+                    if previous is not None:
+                        method["teacher"] = f"@{previous}"
+                    teacher = method.get("teacher")
+                    if isinstance(teacher, str) and teacher.startswith("@"):
+                        method["teacher"] = "@" + _resolve_teacher(where, stage, teacher[1:], seed, last_run, runs)
+                    runs.append(PlannedRun(name, recipe, stage, group, seed))
+                    previous = name
+                last_run[(stage, seed)] = previous
     return runs
+
+
+def _resolve_teacher(where, stage, target, seed, last_run, runs) -> str:
+    """The run a ``@target`` names: the same seed's run of stage ``target``, a shared stage's run, or a run name."""
+    for key in ((target, seed), (target, None)):
+        if key in last_run:
+            return last_run[key]
+    if target in {run.name for run in runs}:
+        return target
+    if any(stage_name == target for stage_name, _ in last_run):
+        raise KdlabError(f"{where}: stages.{stage}: a shared stage cannot take a per-seed stage (@{target}) as teacher")
+    raise KdlabError(f"{where}: stages.{stage}: teacher @{target} names no earlier stage")
 
 
 def stage_key(recipe_dict: dict, teacher_dir: Path | None) -> str:
@@ -113,12 +152,37 @@ def stage_key(recipe_dict: dict, teacher_dir: Path | None) -> str:
     return digest.hexdigest()
 
 
-def plan_pipeline(path: str | Path) -> list[tuple[str, dict, str]]:
+def plan_pipeline(path: str | Path) -> list[PlannedRun]:
     """The expanded stages of a pipeline recipe, each validated as a recipe (teachers are checked when it runs)."""
     runs = expand_stages(str(path), read_yaml(path))
-    for _, raw, _ in runs:
-        load_recipe(raw=_with_teacher(raw, Path(".")) if _teacher_ref(raw) else raw)
+    validate_runs(runs)
     return runs
+
+
+def validate_runs(runs: list[PlannedRun]) -> None:
+    for run in runs:
+        load_recipe(raw=_with_teacher(run.raw, Path(".")) if run.teacher else run.raw)
+
+
+def run_stage(out: Path, run: PlannedRun, quiet: bool = False) -> dict:
+    """Train, resume or reuse one planned run in ``out/<run.name>``; return its record for pipeline.json."""
+    reference = run.teacher
+    teacher_dir = out / reference if reference else None
+    recipe = load_recipe(raw=_with_teacher(run.raw, teacher_dir) if reference else run.raw)
+    folder = RunDir(out / run.name)
+    key = stage_key({**recipe.to_dict(), "method": {**recipe.to_dict()["method"], "teacher": reference}}, teacher_dir)
+    key_file = out / f"{run.name}.{STAGE_KEY_SUFFIX}"
+    status = _stage_status(folder, key_file, key)
+    if status == "reused":
+        summary = folder.read_summary()
+    elif status == "resumed":
+        summary = resume(folder.path, quiet=quiet)
+    else:
+        atomic_write_json(key_file, {"key": key, "stage": run.stage})
+        summary = train(recipe, folder.path, force=folder.path.exists(), quiet=quiet)
+    return {"run": run.name, "stage": run.stage, "group": run.group, "seed": run.seed, "status": status,
+            "dir": str(folder.path), "teacher": reference, "best_by": summary["best_by"],
+            "final": summary["final"], "best": summary["best"]}
 
 
 def run_pipeline(path: str | Path, out: str | Path, quiet: bool = False) -> dict:
@@ -127,34 +191,14 @@ def run_pipeline(path: str | Path, out: str | Path, quiet: bool = False) -> dict
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"pipeline": str(Path(path).absolute()), "out": str(out.absolute()), "stages": []}
-    for name, raw, stage in runs:
-        reference = _teacher_ref(raw)
-        teacher_dir = out / reference if reference else None
-        recipe = load_recipe(raw=_with_teacher(raw, teacher_dir) if reference else raw)
-        run = RunDir(out / name)
-        key = stage_key({**recipe.to_dict(), "method": {**recipe.to_dict()["method"], "teacher": reference}}, teacher_dir)
-        key_file = out / f"{name}.{STAGE_KEY_SUFFIX}"
-        status = _stage_status(run, key_file, key)
-        if status == "reused":
-            summary = run.read_summary()
-        elif status == "resumed":
-            summary = resume(run.path, quiet=quiet)
-        else:
-            atomic_write_json(key_file, {"key": key, "stage": stage})
-            summary = train(recipe, run.path, force=run.path.exists(), quiet=quiet)
-        if not quiet or status == "reused":
-            print(f"stage {name}: {status}, test_acc {summary['final']['test_acc']:.4f}", flush=True)
-        record["stages"].append({"run": name, "stage": stage, "status": status, "dir": str(run.path),
-                                 "teacher": reference, "best_by": summary["best_by"],
-                                 "final": summary["final"], "best": summary["best"]})
+    for run in runs:
+        stage_record = run_stage(out, run, quiet)
+        if not quiet or stage_record["status"] == "reused":
+            print(f"stage {run.name}: {stage_record['status']}, test_acc {stage_record['final']['test_acc']:.4f}", flush=True)
+        record["stages"].append(stage_record)
     record["best_generation"] = _best_generations(record["stages"])
     atomic_write_json(out / "pipeline.json", record)
     return record
-
-
-def _teacher_ref(raw: dict) -> str | None:
-    teacher = raw.get("method", {}).get("teacher")
-    return teacher[1:] if isinstance(teacher, str) and teacher.startswith("@") else None
 
 
 def _with_teacher(raw: dict, teacher_dir: Path) -> dict:

@@ -1,0 +1,149 @@
+"""Studies: a grid of methods and hyper-parameters over several seeds, in one folder, resumable.
+
+A study recipe is a pipeline recipe (``base`` + named ``stages``, with ``sweep`` and ``generations``) plus::
+
+    seeds: 3            # a count (seeds 0..n-1) or a list of seeds; ``kdlab study --seeds N`` overrides it
+    baseline: ce        # the stage the report compares every other group against (paired by seed)
+    stages:
+      teacher: {model: {name: resnet20}, shared: true}   # trained once, with the base seed, and shared
+      ce: {method: {name: ce}}
+      kd: {method: {name: kd, teacher: "@teacher"}, sweep: {method.tau: [0.5, 4]}}
+
+Every stage not marked ``shared`` runs once per seed in ``OUT/<stage>[-<sweep values>]-s<seed>``; a per-seed
+teacher reference (``@stage``) takes the same seed's run. Runs whose recipe and teacher weights match a completed
+run are reused and an interrupted run is resumed, so re-running a study trains only what is missing. With
+``jobs > 1`` independent runs train side by side in worker processes, each with ``cores // jobs`` threads.
+``OUT/study.json`` lists every run with its group, seed, status and metrics; ``kdlab report OUT`` summarises it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import sys
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from kdlab.config import read_yaml
+from kdlab.errors import KdlabError
+from kdlab.io import atomic_write_json
+from kdlab.pipeline import PlannedRun, expand_stages, run_stage, validate_runs
+from kdlab.train.engine import TrainingDiverged
+
+STUDY_FILE = "study.json"
+DEFAULT_SEEDS = 3
+
+
+def study_seeds(where: str, value) -> list[int]:
+    """``seeds`` as a list: a count n means 0..n-1; a list must hold distinct whole numbers >= 0."""
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, int) and value >= 1:
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value) \
+            and len(set(value)) == len(value):
+        return list(value)
+    raise KdlabError(f"{where}: seeds must be a count >= 1 or a list of distinct whole numbers >= 0, got {value!r}")
+
+
+def plan_study(path: str | Path, seeds: int | list[int] | None = None) -> tuple[list[PlannedRun], list[int], str | None]:
+    """(runs in training order, seeds, baseline group) of the study recipe at ``path``, every run validated."""
+    where = str(path)
+    spec = read_yaml(path)
+    seed_list = study_seeds(where if seeds is None else "--seeds", spec.get("seeds", DEFAULT_SEEDS) if seeds is None else seeds)
+    runs = expand_stages(where, spec, seeds=seed_list, extra_keys=("seeds", "baseline"))
+    baseline = spec.get("baseline")
+    if baseline is not None:
+        per_seed_groups = {run.group for run in runs if run.seed is not None}
+        if baseline not in per_seed_groups:
+            raise KdlabError(f"{where}: baseline {baseline!r} is not a per-seed stage of the study "
+                             f"(one of {', '.join(sorted(per_seed_groups))})")
+    validate_runs(runs)
+    return runs, seed_list, baseline
+
+
+def run_study(path: str | Path, out: str | Path, seeds: int | list[int] | None = None, jobs: int = 1,
+              quiet: bool = False) -> dict:
+    """Train every missing run of the study at ``path`` under ``out``; return (and write) ``out/study.json``."""
+    if jobs < 1:
+        raise KdlabError(f"--jobs must be >= 1, got {jobs}")
+    runs, seed_list, baseline = plan_study(path, seeds)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if Path(path).resolve() != (out / "study.yaml").resolve():
+        shutil.copyfile(path, out / "study.yaml")  # the recipe travels with its runs
+    records: dict[str, dict] = {}
+    failures: dict[str, str] = {}
+
+    def finished(run: PlannedRun, record: dict | None, error: str | None) -> None:
+        if record is not None:
+            records[run.name] = record
+            print(f"{run.name}: {record['status']}, test_acc {record['final']['test_acc']:.4f}", flush=True)
+        else:
+            failures[run.name] = error
+            print(f"{run.name}: failed: {error}", file=sys.stderr, flush=True)
+
+    if jobs == 1:
+        for run in runs:
+            if run.teacher in failures:
+                failures[run.name] = f"teacher {run.teacher} failed"
+                continue
+            try:
+                finished(run, run_stage(out, run, quiet), None)
+            except (KdlabError, TrainingDiverged) as error:
+                finished(run, None, str(error))
+    else:
+        _run_parallel(out, runs, jobs, finished, failures)
+
+    record = {
+        "study": str(Path(path).absolute()),
+        "out": str(out.absolute()),
+        "seeds": seed_list,
+        "baseline": baseline,
+        "runs": [records.get(run.name) or {"run": run.name, "stage": run.stage, "group": run.group, "seed": run.seed,
+                                            "status": "failed", "error": failures.get(run.name)} for run in runs],
+    }
+    atomic_write_json(out / STUDY_FILE, record)
+    if failures:
+        first = next(iter(failures))
+        raise KdlabError(f"{len(failures)} of {len(runs)} study runs failed (first: {first}: {failures[first]}); "
+                         f"fix the cause and run the study again to continue")
+    return record
+
+
+def _run_parallel(out: Path, runs: list[PlannedRun], jobs: int, finished, failures: dict) -> None:
+    """Schedule runs on ``jobs`` worker processes, each run once its teacher has finished."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending = list(runs)
+    running: dict[Future, PlannedRun] = {}
+    done: set[str] = set()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        while pending or running:
+            for run in list(pending):
+                if run.teacher in failures:
+                    pending.remove(run)
+                    failures[run.name] = f"teacher {run.teacher} failed"
+                elif len(running) < jobs and (run.teacher is None or run.teacher in done):
+                    pending.remove(run)
+                    running[pool.submit(run_stage, out, run, True)] = run
+            if not running:
+                break
+            completed, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in completed:
+                run = running.pop(future)
+                try:
+                    finished(run, future.result(), None)
+                    done.add(run.name)
+                except (KdlabError, TrainingDiverged) as error:
+                    finished(run, None, str(error))
+                except Exception as error:  # a bug or a diverged run in a worker: report it, keep the others going
+                    finished(run, None, f"{type(error).__name__}: {error}")
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
