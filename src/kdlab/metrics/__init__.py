@@ -1,9 +1,46 @@
 """Pure functions from logits and labels to numbers: ``(logits, labels, ...) -> float``.
 
-Inputs may be torch tensors or numpy arrays; logits are N x K, labels N integer class indices.
+Inputs may be torch tensors or numpy arrays; logits are N x K, labels N integer class indices (teacher logits
+N x K for the fidelity metrics). Everything is computed in float64 on the CPU and returned as a python float.
 """
 
-from kdlab.metrics.calibration import ece
-from kdlab.metrics.classification import accuracy, nll
+from __future__ import annotations
 
-__all__ = ["accuracy", "ece", "nll"]
+from kdlab.metrics._inputs import as_logits_and_labels
+from kdlab.metrics.calibration import adaptive_ece, classwise_ece, ece, mce
+from kdlab.metrics.classification import accuracy, brier, nll, topk_accuracy
+from kdlab.metrics.fidelity import agreement, fidelity_all, fidelity_kl
+
+
+def evaluate_all(logits, labels) -> dict[str, float]:
+    """Every label metric with default settings (15 bins), in this key order:
+
+    acc, top5 (only when K > 5, where it is informative), nll, brier, ece, adaptive_ece, classwise_ece, mce.
+    """
+    z, y = as_logits_and_labels(logits, labels)  # convert and validate once
+    out = {"acc": accuracy(z, y)}
+    if z.shape[1] > 5:
+        out["top5"] = topk_accuracy(z, y, k=5)
+    out["nll"] = nll(z, y)
+    out["brier"] = brier(z, y)
+    out["ece"] = ece(z, y)
+    out["adaptive_ece"] = adaptive_ece(z, y)
+    out["classwise_ece"] = classwise_ece(z, y)
+    out["mce"] = mce(z, y)
+    return out
+
+
+__all__ = [
+    "accuracy",
+    "adaptive_ece",
+    "agreement",
+    "brier",
+    "classwise_ece",
+    "ece",
+    "evaluate_all",
+    "fidelity_all",
+    "fidelity_kl",
+    "mce",
+    "nll",
+    "topk_accuracy",
+]
