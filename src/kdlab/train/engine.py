@@ -27,7 +27,7 @@ from kdlab.data.loader import DeviceLoader, channel_stats
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_savez, atomic_write_text
 from kdlab.train import checkpoint
-from kdlab.train.evaluate import predict, split_metrics
+from kdlab.train.evaluate import evaluation_record, predict, split_metrics
 from kdlab.train.rundir import RunDir
 from kdlab.train.runtime import Runtime, resolve_runtime
 from kdlab.train.schedule import learning_rate
@@ -213,7 +213,11 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
         for split, (logits, labels) in last_predictions.items():
             atomic_savez(run.predictions / f"{split}.npz", logits=logits.numpy(), labels=labels.numpy())
         checkpoint.save_tensors(run.checkpoint / "model.safetensors", method.model.state_dict())
-        final = summary("completed")
+        teacher = getattr(method, "teacher", None)
+        teacher_predictions = {split: predict(teacher, loader, runtime) for split, loader in prepared.eval_loaders.items()} \
+            if teacher is not None else None
+        evaluation = {"checkpoint": "final", **evaluation_record(last_predictions, teacher_predictions)}
+        final = {**summary("completed"), "evaluation": evaluation}
         run.write_summary(final)
         return final
     except TrainingDiverged as error:
