@@ -63,6 +63,37 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from kdlab.evaluation import evaluate_run
+
+    splits = args.splits.split(",") if args.splits else None
+    record = evaluate_run(args.run, args.overrides, checkpoint=args.checkpoint, splits=splits, out=args.out)
+    for split in record["splits"]:
+        m = record[split]
+        print(f"{split}: acc {m['acc']:.4f}  nll {m['nll']:.4f}  ece {m['ece']:.4f}  brier {m['brier']:.4f}")
+    if "calibration" in record:
+        c = record["calibration"]
+        print(f"temperature {c['temperature']:.3f} (fitted on val): test ece {c['before']['ece']:.4f} -> "
+              f"{c['after']['ece']:.4f}, nll {c['before']['nll']:.4f} -> {c['after']['nll']:.4f}")
+    for split, f in record.get("fidelity", {}).items():
+        print(f"{split}: agreement with the teacher {f['agreement']:.4f}, KL(teacher || student) {f['fidelity_kl']:.4f}")
+    out = args.out or str(Path(args.run) / f"eval-{args.checkpoint}")
+    print(f"written to {out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from kdlab.report import build_report
+
+    out = args.out or str(Path(args.paths[0]) / "report")
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    record = build_report(args.paths, out, baseline=args.baseline, classes=classes, selection=args.selection,
+                          variant=args.variant, per_class=args.per_class, plots=not args.no_plots)
+    print(f"{Path(out) / 'report.md'}: {len(record['groups'])} groups, "
+          f"{sum(len(g['seeds']) for g in record['groups'])} runs")
+    return 0
+
+
 def _quickstart(args: argparse.Namespace) -> int:
     from kdlab.quickstart import run_quickstart
 
@@ -121,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     pipe.set_defaults(handler=_pipeline)
 
+    evaluate = commands.add_parser("eval", help="re-evaluate a finished run (on its data or other data with the same classes)",
+                                   description="Evaluate a run's checkpoint: every metric, temperature scaling fitted "
+                                   "on val and applied to test, agreement with its teacher; writes metrics.json and "
+                                   "predictions. Overrides change the data: data.path=/other/folder data.source=folder.")
+    evaluate.add_argument("run", help="the run directory")
+    evaluate.add_argument("overrides", nargs="*", metavar="data.KEY=VALUE", help="data overrides")
+    evaluate.add_argument("--checkpoint", choices=["final", "best"], default="final", help="which weights (default final)")
+    evaluate.add_argument("--splits", help="comma-separated splits among train,val,test (default val,test)")
+    evaluate.add_argument("--out", help="where to write (default RUN_DIR/eval-<checkpoint>)")
+    evaluate.set_defaults(handler=_eval)
+
     study = commands.add_parser("study", help="run a grid of methods and hyper-parameters over several seeds",
                                 description="Run every stage of a study recipe (a pipeline recipe with seeds and a "
                                 "baseline) once per seed. Finished runs are reused and interrupted ones resumed, so "
@@ -131,6 +173,22 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--jobs", type=int, default=1, help="runs trained side by side (default 1)")
     study.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     study.set_defaults(handler=_study)
+
+    report = commands.add_parser("report", help="tables and plots over a study's (or any) runs",
+                                 description="Summarise runs (a study folder, a pipeline folder or run directories): "
+                                 "mean ± std and 95%% CI over seeds, paired differences against a baseline, "
+                                 "calibration before and after temperature scaling, cost, reliability diagrams, "
+                                 "penultimate-layer projections and training curves, in DIR/report.md.")
+    report.add_argument("paths", nargs="+", help="study folders, pipeline folders or run directories")
+    report.add_argument("--out", help="output folder (default <first path>/report)")
+    report.add_argument("--baseline", help="the group to compare against (default: the study's baseline)")
+    report.add_argument("--classes", help="three classes for the projection, by name or index (default the first three)")
+    report.add_argument("--selection", choices=["final", "best"], default="final", help="final epoch (default) or best epoch")
+    report.add_argument("--variant", choices=["A", "B"], default="A", help="projection: A plane through the templates "
+                        "(Mueller et al.), B QR + PCA (Chandrasegaran et al.)")
+    report.add_argument("--per-class", type=int, default=100, help="samples per class in the projection (default 100)")
+    report.add_argument("--no-plots", action="store_true", help="tables only")
+    report.set_defaults(handler=_report)
 
     quick = commands.add_parser("quickstart", help="a small comparison of the methods on scikit-learn's digits",
                                 description="Train every method on scikit-learn's digits over a few seeds and print "
@@ -158,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Overrides may follow options (kdlab train R.yaml --out D a=1); argparse leaves those over.
-    stray = [a for a in extra if a.startswith("-") or "=" not in a or args.command != "train"]
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or args.command not in ("train", "eval")]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:

@@ -1,0 +1,391 @@
+"""Reports: ``kdlab report STUDY_DIR | RUN_DIR... --out DIR`` writes ``DIR/report.md``, ``DIR/report.json`` and PNGs.
+
+What it computes, per group of runs that differ only by seed (a study's groups; otherwise runs with the same
+dataset, model, method, hyper-parameters and label noise):
+
+* accuracy, NLL, Brier, ECE, adaptive ECE, classwise ECE, and test ECE/NLL after temperature scaling (fitted on
+  the val split by NLL), mean +- sample std and a 95% Student-t interval over seeds; agreement with and
+  KL(teacher || student) to the teacher for distilled runs; wall time and training images per second;
+* paired differences against the baseline group (pairs by seed; mean, 95% interval, paired t-test p-value);
+* Mueller et al.'s projection of three classes onto the plane through their templates, and the spread ratio
+  (within-class RMS spread / mean distance between templates; lower is tighter) for every run;
+* plots: reliability diagrams before and after temperature scaling, projections (train and test, same axes for
+  every run) and training curves of every logged term.
+
+Selection convention: ``final`` (default) uses the last epoch's weights and the predictions saved with the run;
+``best`` takes accuracy, NLL and ECE from the epoch selected by the run's ``best_by`` (no other metric exists there).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kdlab import calibrate, metrics, stats
+from kdlab.errors import KdlabError
+from kdlab.io import atomic_write_json, atomic_write_text
+from kdlab.train.rundir import RunDir
+
+STUDY_FILE = "study.json"
+MAIN_METRICS = ("acc", "nll", "brier", "ece", "adaptive_ece", "classwise_ece")
+
+
+@dataclass
+class RunEntry:
+    path: Path
+    summary: dict
+    group: str
+    seed: int | None
+    metrics: dict = field(default_factory=dict)
+    spread: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple:
+        return self.summary["dataset"], self.summary["model"], self.group
+
+
+# ---------------------------------------------------------------------------------------------------- collecting
+
+
+def collect_runs(paths: list[str | Path]) -> tuple[list[RunEntry], str | None]:
+    """The completed runs under ``paths`` (study folders, pipeline folders or run directories) and the study's
+    baseline group, if a study named one."""
+    entries: list[RunEntry] = []
+    baseline = None
+    for path in map(Path, paths):
+        if not path.exists():
+            raise KdlabError(f"report: {path} does not exist")
+        study = path / STUDY_FILE
+        if study.is_file():
+            record = json.loads(study.read_text())
+            baseline = baseline or record.get("baseline")
+            for run in record["runs"]:
+                entry = _entry(Path(run.get("dir") or path / run["run"]), run.get("group"), run.get("seed"))
+                if entry is not None:
+                    entries.append(entry)
+        elif (path / "summary.json").is_file():
+            entry = _entry(path, None, None)
+            if entry is None:
+                raise KdlabError(f"report: {path} has not completed")
+            entries.append(entry)
+        else:
+            found = [_entry(child, None, None) for child in sorted(path.iterdir()) if (child / "summary.json").is_file()]
+            entries += [entry for entry in found if entry is not None]
+    if not entries:
+        raise KdlabError(f"report: no completed runs in {', '.join(map(str, paths))}")
+    return entries, baseline
+
+
+def _entry(path: Path, group: str | None, seed: int | None) -> RunEntry | None:
+    summary = RunDir(path).read_summary()
+    if summary is None or summary.get("status") != "completed":
+        return None
+    return RunEntry(path, summary, group or default_group(summary), summary.get("seed") if seed is None else seed)
+
+
+def default_group(summary: dict) -> str:
+    """A name for runs that differ only by seed: method and hyper-parameters (teacher folders left out), noise."""
+    params = {k: v for k, v in summary.get("method_params", {}).items() if k not in ("teacher", "teacher_checkpoint")}
+    name = summary["method"] + "".join(f" {k}={v}" for k, v in sorted(params.items()))
+    noise = summary.get("data", {}).get("label_noise")
+    if noise:
+        name += f" noise={noise['kind']}:{noise['rate']}"
+    return name
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+
+
+def run_metrics(entry: RunEntry, selection: str) -> dict:
+    """Every metric of one run (see the module docstring for the selection convention)."""
+    summary = entry.summary
+    result = {"wall_seconds": summary.get("wall_seconds", math.nan),
+              "images_per_second": summary.get("train_images_per_second") or math.nan}
+    if selection == "best":
+        best = summary["best"]
+        return {**result, "acc": best["test_acc"], "nll": best["test_nll"], "ece": best["test_ece"]}
+    predictions = {}
+    for split in ("val", "test"):
+        file = entry.path / "predictions" / f"{split}.npz"
+        if file.is_file():
+            with np.load(file) as arrays:
+                predictions[split] = (arrays["logits"], arrays["labels"])
+    if "test" not in predictions:
+        raise KdlabError(f"report: {entry.path} has no predictions/test.npz")
+    logits, labels = predictions["test"]
+    result.update(metrics.evaluate_all(logits, labels))
+    if "val" in predictions:
+        report = calibrate.calibration_report(*predictions["val"], logits, labels)
+        result.update(temperature=report["temperature"], ece_ts=report["after"]["ece"], nll_ts=report["after"]["nll"])
+    teacher = _teacher_test_predictions(entry)
+    if teacher is not None and np.array_equal(teacher[1], labels):
+        result.update(metrics.fidelity_all(logits, teacher[0]))
+    return result
+
+
+def _teacher_test_predictions(entry: RunEntry):
+    teacher = entry.summary.get("method_params", {}).get("teacher")
+    file = Path(teacher) / "predictions" / "test.npz" if teacher else None
+    if file is None or not file.is_file():
+        return None
+    with np.load(file) as arrays:
+        return arrays["logits"], arrays["labels"]
+
+
+# ---------------------------------------------------------------------------------------------------- projections
+
+
+def run_projection(entry: RunEntry, classes: list[int], variant: str, per_class: int) -> dict:
+    """Template-plane projections of ``per_class`` train and test samples of each of ``classes``, and their spread
+    ratios (the plane is fitted once, on train, and reused for test)."""
+    from kdlab.analysis.projection import TemplatePlane, select_per_class, spread_ratio, spread_ratio_centroids
+    from kdlab.data import Split
+    from kdlab.evaluation import eval_loader, load_run, load_run_data, penultimate
+
+    run = load_run(entry.path)
+    dataset = load_run_data(run)
+    weight = run.model.classifier.weight.detach().float().cpu().numpy()
+    bias = run.model.classifier.bias.detach().float().cpu().numpy() if run.model.classifier.bias is not None else None
+    result, plane = {}, None
+    for name, split in (("train", dataset.train), ("test", dataset.test)):
+        truth = split.clean_labels_or_labels
+        index = select_per_class(truth, classes, per_class, seed=0)
+        features, _, _ = penultimate(run.model, eval_loader(run, Split(split.images[index], truth[index])), run.runtime)
+        if plane is None:
+            plane = TemplatePlane().fit(weight, bias, classes, variant, features=features, labels=truth[index])
+        points = plane.transform(features)
+        result[name] = {
+            "points": points, "labels": truth[index], "templates": plane.template_points,
+            "spread_ratio": spread_ratio(points, truth[index], plane.template_points, classes),
+            "spread_ratio_centroids": spread_ratio_centroids(points, truth[index], classes),
+        }
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- the report
+
+
+def build_report(paths: list[str | Path], out: str | Path, baseline: str | None = None,
+                 classes: list[str] | None = None, selection: str = "final", variant: str = "A",
+                 per_class: int = 100, plots: bool = True) -> dict:
+    """Write ``out/report.md``, ``out/report.json`` and the PNGs for the runs under ``paths``; return the record."""
+    if selection not in ("final", "best"):
+        raise KdlabError(f"report: selection must be final or best, got {selection!r}")
+    entries, study_baseline = collect_runs(paths)
+    baseline = baseline or study_baseline
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple, list[RunEntry]] = defaultdict(list)
+    for entry in entries:
+        entry.metrics = run_metrics(entry, selection)
+        groups[entry.key].append(entry)
+    for members in groups.values():
+        members.sort(key=lambda e: (e.seed is None, e.seed if e.seed is not None else 0))
+    if baseline is not None and not any(key[2] == baseline for key in groups):
+        raise KdlabError(f"report: baseline {baseline!r} is not a group of these runs "
+                         f"({', '.join(sorted({key[2] for key in groups}))})")
+    class_ids, class_names = _resolve_classes(entries[0].summary, classes)
+    if plots and selection == "final":
+        for members in groups.values():
+            for entry in members:
+                entry.spread = run_projection(entry, class_ids, variant, per_class)
+
+    record = {"selection": selection, "baseline": baseline, "classes": class_names, "projection_variant": variant,
+              "groups": [], "paired": []}
+    for key, members in groups.items():
+        record["groups"].append(_group_record(key, members))
+    if baseline is not None:
+        record["paired"] = _paired(groups, baseline)
+    images = _plots(groups, out, class_ids, class_names) if plots else {}
+    atomic_write_json(out / "report.json", record)
+    atomic_write_text(out / "report.md", _markdown(record, entries, images, paths))
+    return record
+
+
+def _resolve_classes(summary: dict, classes: list[str] | None) -> tuple[list[int], list[str]]:
+    names = summary["data"]["class_names"]
+    if classes is None:
+        if len(names) < 3:
+            raise KdlabError("report: the projection needs at least three classes")
+        return [0, 1, 2], names[:3]
+    ids = []
+    for item in classes:
+        if item in names:
+            ids.append(names.index(item))
+        elif item.isdigit() and int(item) < len(names):
+            ids.append(int(item))
+        else:
+            raise KdlabError(f"report: --classes: {item!r} is neither a class name nor an index below {len(names)}")
+    if len(ids) != 3 or len(set(ids)) != 3:
+        raise KdlabError("report: --classes needs three different classes")
+    return ids, [names[i] for i in ids]
+
+
+def _group_record(key: tuple, members: list[RunEntry]) -> dict:
+    dataset, model, group = key
+    first = members[0].summary
+    values: dict[str, list[float]] = defaultdict(list)
+    for entry in members:
+        for name, value in entry.metrics.items():
+            values[name].append(value)
+        for split in ("train", "test"):
+            if entry.spread:
+                values[f"spread_{split}"].append(entry.spread[split]["spread_ratio"])
+                values[f"spread_centroids_{split}"].append(entry.spread[split]["spread_ratio_centroids"])
+    return {
+        "dataset": dataset, "model": model, "group": group, "method": first["method"],
+        "method_params": {k: v for k, v in first.get("method_params", {}).items() if k != "teacher"},
+        "label_noise": first.get("data", {}).get("label_noise"),
+        "epochs": first["epochs"], "seeds": [e.seed for e in members], "runs": [str(e.path) for e in members],
+        "metrics": {name: stats.summarize(v) for name, v in values.items() if len(v) == len(members)},
+    }
+
+
+def _paired(groups: dict[tuple, list[RunEntry]], baseline: str) -> list[dict]:
+    rows = []
+    for (dataset, model, group), members in groups.items():
+        base = groups.get((dataset, model, baseline))
+        if group == baseline or base is None:
+            continue
+        base_by_seed = {e.seed: e for e in base}
+        pairs = [(e, base_by_seed[e.seed]) for e in members if e.seed in base_by_seed]
+        if not pairs:
+            continue
+        row = {"dataset": dataset, "model": model, "group": group, "baseline": baseline, "n": len(pairs)}
+        for name in ("acc", "nll", "ece", "ece_ts"):
+            if all(name in a.metrics and name in b.metrics for a, b in pairs):
+                row[name] = stats.paired_difference([a.metrics[name] for a, _ in pairs], [b.metrics[name] for _, b in pairs])
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------- plots
+
+
+def _plots(groups: dict[tuple, list[RunEntry]], out: Path, class_ids: list[int], class_names: list[str]) -> dict:
+    from kdlab.analysis import plots
+
+    images = {}
+    firsts = [(key[2], members[0]) for key, members in groups.items()]
+    entries, after = [], []
+    for group, entry in firsts:
+        file = entry.path / "predictions" / "test.npz"
+        if not file.is_file():
+            continue
+        with np.load(file) as arrays:
+            logits, labels = arrays["logits"], arrays["labels"]
+        seed = f" (seed {entry.seed})" if entry.seed is not None else ""
+        entries.append((f"{group}{seed}", logits, labels))
+        if "temperature" in entry.metrics:
+            t = entry.metrics["temperature"]
+            after.append((f"{group}{seed}, T={t:.2f}", logits / t, labels))
+    if entries:
+        images["reliability"] = plots.reliability_grid(entries + after, out / "reliability.png").name
+    panels = []
+    for group, entry in firsts:
+        if entry.spread:
+            panels.append({"title": group, **{split: (entry.spread[split]["points"], entry.spread[split]["labels"],
+                                                      entry.spread[split]["templates"]) for split in ("train", "test")},
+                           "spread_ratio": {split: entry.spread[split]["spread_ratio"] for split in ("train", "test")}})
+    if panels:
+        images["projection"] = plots.projection_grid(panels, out / "projection.png", dict(zip(class_ids, class_names)),
+                                                     title="Penultimate layer, plane through the class templates").name
+    histories = {}
+    for (dataset, model, group), members in groups.items():
+        runs = [_history(e.path) for e in members]
+        histories[group] = [h for h in runs if h]
+    histories = {k: v for k, v in histories.items() if v}
+    if histories:
+        images["curves"] = plots.training_curves(histories, out / "curves.png").name
+    return images
+
+
+def _history(path: Path) -> list[dict]:
+    file = RunDir(path).metrics
+    if not file.is_file():
+        return []
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------------------- markdown
+
+
+def _fmt(summary: dict | None, digits: int = 4, ci: bool = False) -> str:
+    if summary is None or summary.get("n", 0) == 0 or not math.isfinite(summary["mean"]):
+        return "–"
+    if summary["n"] == 1:
+        return f"{summary['mean']:.{digits}f}"
+    text = f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
+    if ci and summary["n"] > 1:
+        text += f" [{summary['ci_low']:.{digits}f}, {summary['ci_high']:.{digits}f}]"
+    return text
+
+
+def _markdown(record: dict, entries: list[RunEntry], images: dict, paths) -> str:
+    first = entries[0].summary
+    lines = ["# kdlab report", ""]
+    lines.append(f"Runs: {len(entries)} from {', '.join(str(p) for p in paths)}. Machine: {first.get('machine')}, "
+                 f"torch {first.get('torch_version')}, precision {first.get('precision')}, kdlab {first.get('kdlab_version')} "
+                 f"({(first.get('git_sha') or 'unknown')[:10]}).")
+    lines.append("")
+    convention = ("final epoch's weights, test split" if record["selection"] == "final"
+                  else "the epoch each run selected by its best_by metric (" + first.get("best_by", "val_acc") + ")")
+    lines.append(f"**Convention.** Metrics are of the {convention}. Temperature scaling: one temperature per run, "
+                 "fitted by NLL on the validation split, applied to test. Mean ± sample standard deviation over "
+                 "seeds, with a 95% Student-t confidence interval for accuracy; paired differences pair runs by seed. "
+                 "ECE: 15 equal-width bins, right-closed.")
+    noise = {json.dumps(g["label_noise"], sort_keys=True) for g in record["groups"] if g["label_noise"]}
+    if noise:
+        lines.append("")
+        lines.append("**Label noise.** Training labels corrupted as " + "; ".join(sorted(noise)) +
+                     ". The test split is clean, so test accuracy is clean-test accuracy.")
+    lines += ["", "## Accuracy and calibration", ""]
+    has_fidelity = any("agreement" in g["metrics"] for g in record["groups"])
+    header = ["dataset", "model", "group", "seeds", "epochs", "test acc [95% CI]", "NLL", "ECE", "ECE after TS",
+              "T", "NLL after TS", "Brier", "adaptive ECE", "classwise ECE"]
+    if has_fidelity:
+        header += ["agreement", "KL(t‖s)"]
+    header += ["wall s", "train img/s"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for g in record["groups"]:
+        m = g["metrics"].get
+        row = [g["dataset"], g["model"], g["group"], str(len(g["seeds"])), str(g["epochs"]), _fmt(m("acc"), ci=True),
+               _fmt(m("nll")), _fmt(m("ece")), _fmt(m("ece_ts")), _fmt(m("temperature"), 2), _fmt(m("nll_ts")),
+               _fmt(m("brier")), _fmt(m("adaptive_ece")), _fmt(m("classwise_ece"))]
+        if has_fidelity:
+            row += [_fmt(m("agreement")), _fmt(m("fidelity_kl"))]
+        row += [_fmt(m("wall_seconds"), 0), _fmt(m("images_per_second"), 0)]
+        lines.append("| " + " | ".join(row) + " |")
+    if record["paired"]:
+        lines += ["", f"## Paired differences against `{record['baseline']}` (same seed)", "",
+                  "| dataset | model | group | pairs | Δ test acc [95% CI] | p | Δ NLL [95% CI] | Δ ECE [95% CI] | Δ ECE after TS |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for row in record["paired"]:
+            p = row.get("acc", {}).get("p_value", math.nan)
+            lines.append(f"| {row['dataset']} | {row['model']} | {row['group']} | {row['n']} | {_fmt(row.get('acc'), ci=True)} | "
+                         f"{'–' if not math.isfinite(p) else f'{p:.3f}'} | {_fmt(row.get('nll'), ci=True)} | "
+                         f"{_fmt(row.get('ece'), ci=True)} | {_fmt(row.get('ece_ts'))} |")
+    if any("spread_test" in g["metrics"] for g in record["groups"]):
+        lines += ["", f"## Penultimate-layer projection (Mueller et al. 2019), classes {', '.join(record['classes'])}", "",
+                  "Spread ratio = mean within-class RMS distance to the class centroid / mean distance between the "
+                  f"projected class templates (variant {record['projection_variant']}); lower means tighter clusters. "
+                  "The centroid version divides by the mean distance between class centroids instead.", "",
+                  "| dataset | model | group | spread ratio, train | spread ratio, test | centroid ratio, train | centroid ratio, test |",
+                  "|---|---|---|---|---|---|---|"]
+        for g in record["groups"]:
+            m = g["metrics"].get
+            lines.append(f"| {g['dataset']} | {g['model']} | {g['group']} | {_fmt(m('spread_train'), 3)} | "
+                         f"{_fmt(m('spread_test'), 3)} | {_fmt(m('spread_centroids_train'), 3)} | "
+                         f"{_fmt(m('spread_centroids_test'), 3)} |")
+    titles = {"reliability": "Reliability diagrams (first seed of each group; second half: after temperature scaling)",
+              "projection": "Projections (first seed of each group; all panels share their axes)",
+              "curves": "Training curves (mean over seeds, band = min to max)"}
+    for name, file in images.items():
+        lines += ["", f"## {titles[name]}", "", f"![{name}]({file})"]
+    lines.append("")
+    return "\n".join(lines)
