@@ -126,11 +126,15 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] = (), checkpoint: Lit
         raise KdlabError(f"{dataset.name} has no {missing[0]} split (it has {', '.join(available)})")
     predictions = {name: predict(run.model, eval_loader(run, available[name]), run.runtime) for name in chosen}
     teacher_predictions = None
-    teacher_dir = (run.recipe.method.model_extra or {}).get("teacher")
+    method_params = run.recipe.method.model_extra or {}
+    teacher_dir = method_params.get("teacher")
     if teacher_dir:
         from kdlab.teacher import load_teacher
 
-        teacher = load_teacher(teacher_dir, dataset).to(run.runtime.device)
+        # Other data with the same classes is fine here; the teacher sees inputs normalised as in its training.
+        teacher = load_teacher(teacher_dir, dataset, method_params.get("teacher_checkpoint", "final"),
+                               input_mean=run.recipe.data.mean, input_std=run.recipe.data.std,
+                               same_dataset=False).to(run.runtime.device)
         if run.runtime.channels_last:
             teacher.to(memory_format=torch.channels_last)
         teacher_predictions = {name: predict(teacher, eval_loader(run, available[name]), run.runtime) for name in chosen}

@@ -65,7 +65,7 @@ def collect_runs(paths: list[str | Path]) -> tuple[list[RunEntry], str | None]:
             record = json.loads(study.read_text())
             baseline = baseline or record.get("baseline")
             for run in record["runs"]:
-                entry = _entry(Path(run.get("dir") or path / run["run"]), run.get("group"), run.get("seed"))
+                entry = _entry(Path(run.get("dir") or path / run["run"]), run.get("group"), run.get("seed"), from_study=True)
                 if entry is not None:
                     entries.append(entry)
         elif (path / "summary.json").is_file():
@@ -81,11 +81,12 @@ def collect_runs(paths: list[str | Path]) -> tuple[list[RunEntry], str | None]:
     return entries, baseline
 
 
-def _entry(path: Path, group: str | None, seed: int | None) -> RunEntry | None:
+def _entry(path: Path, group: str | None, seed: int | None, from_study: bool = False) -> RunEntry | None:
+    """A completed run; a study's shared stage keeps seed None (it is never paired), other runs their own seed."""
     summary = RunDir(path).read_summary()
     if summary is None or summary.get("status") != "completed":
         return None
-    return RunEntry(path, summary, group or default_group(summary), summary.get("seed") if seed is None else seed)
+    return RunEntry(path, summary, group or default_group(summary), seed if from_study else summary.get("seed"))
 
 
 def default_group(summary: dict) -> str:
@@ -122,14 +123,19 @@ def run_metrics(entry: RunEntry, selection: str) -> dict:
     if "val" in predictions:
         report = calibrate.calibration_report(*predictions["val"], logits, labels)
         result.update(temperature=report["temperature"], ece_ts=report["after"]["ece"], nll_ts=report["after"]["nll"])
-    teacher = _teacher_test_predictions(entry)
+    fidelity = summary.get("evaluation", {}).get("fidelity", {}).get("test")
+    teacher = _teacher_test_predictions(entry) if fidelity is None else None
     if teacher is not None and np.array_equal(teacher[1], labels):
-        result.update(metrics.fidelity_all(logits, teacher[0]))
+        fidelity = metrics.fidelity_all(logits, teacher[0])
+    result.update(fidelity or {})
     return result
 
 
 def _teacher_test_predictions(entry: RunEntry):
-    teacher = entry.summary.get("method_params", {}).get("teacher")
+    """The teacher run's saved test predictions (its final weights, its own normalisation: what a student with
+    ``teacher_checkpoint: final`` distilled from); None for a best-checkpoint teacher or when missing."""
+    params = entry.summary.get("method_params", {})
+    teacher = params.get("teacher") if params.get("teacher_checkpoint", "final") == "final" else None
     file = Path(teacher) / "predictions" / "test.npz" if teacher else None
     if file is None or not file.is_file():
         return None
@@ -179,7 +185,6 @@ def build_report(paths: list[str | Path], out: str | Path, baseline: str | None 
     entries, study_baseline = collect_runs(paths)
     baseline = baseline or study_baseline
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple, list[RunEntry]] = defaultdict(list)
     for entry in entries:
         entry.metrics = run_metrics(entry, selection)
@@ -190,6 +195,7 @@ def build_report(paths: list[str | Path], out: str | Path, baseline: str | None 
         raise KdlabError(f"report: baseline {baseline!r} is not a group of these runs "
                          f"({', '.join(sorted({key[2] for key in groups}))})")
     class_ids, class_names = _resolve_classes(entries[0].summary, classes)
+    out.mkdir(parents=True, exist_ok=True)
     if plots and selection == "final":
         for members in groups.values():
             for entry in members:

@@ -18,11 +18,30 @@ from kdlab.train.rundir import RunDir
 WEIGHTS = {"final": "model.safetensors", "best": "best.safetensors"}
 
 
-def load_teacher(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["final", "best"] = "final") -> torch.nn.Module:
+class Renormalise(torch.nn.Module):
+    """Feeds a teacher inputs normalised the way it was trained: x_t = x_s * std_s / std_t + (mean_s - mean_t) / std_t,
+    for inputs x_s normalised with the student's per-channel (mean_s, std_s)."""
+
+    def __init__(self, network: torch.nn.Module, student_mean, student_std, teacher_mean, teacher_std):
+        super().__init__()
+        ms, ss, mt, st = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
+                          for v in (student_mean, student_std, teacher_mean, teacher_std))
+        self.network = network
+        self.register_buffer("scale", ss / st)
+        self.register_buffer("shift", (ms - mt) / st)
+
+    def forward(self, x: torch.Tensor, **kwargs):
+        return self.network(x * self.scale.to(x.dtype) + self.shift.to(x.dtype), **kwargs)
+
+
+def load_teacher(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["final", "best"] = "final", *,
+                 input_mean=None, input_std=None, same_dataset: bool = True) -> torch.nn.Module:
     """The network of the completed run ``run_dir``, frozen (eval mode, no gradients), on the CPU.
 
     Refused with a one-line error: a folder that is not a completed kdlab run, and a teacher whose class count,
-    class names, input shape (H x W x C) or dataset differ from the student's ``dataset``.
+    class names, input shape (H x W x C) or (with ``same_dataset``) dataset differ from the student's ``dataset``.
+    With the student's input statistics (``input_mean``, ``input_std``) differing from the teacher's, the teacher is
+    wrapped in :class:`Renormalise`, so it always sees inputs normalised as in its own training.
     """
     run = RunDir(Path(run_dir))
     if not run.config.is_file():
@@ -40,12 +59,15 @@ def load_teacher(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["fin
         raise KdlabError(f"teacher {run.path} was trained on other class names than {dataset.name}'s")
     if data.get("input_shape", student_shape) != student_shape:
         raise KdlabError(f"teacher {run.path} takes {data.get('input_shape')} (HxWxC) inputs, the student's data has {student_shape}")
-    if summary.get("dataset") != dataset.name:
+    if same_dataset and summary.get("dataset") != dataset.name:
         raise KdlabError(f"teacher {run.path} was trained on {summary.get('dataset')}, the student trains on {dataset.name}")
     recipe = load_recipe(run.config)
     teacher = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=student_shape[-1])
     weights = run.checkpoint / WEIGHTS[checkpoint]
     load_state_into(teacher, load_tensors(weights), weights)
+    if input_mean is not None and input_std is not None and \
+            (list(input_mean) != list(recipe.data.mean) or list(input_std) != list(recipe.data.std)):
+        teacher = Renormalise(teacher, input_mean, input_std, recipe.data.mean, recipe.data.std)
     teacher.eval()
     teacher.requires_grad_(False)
     return teacher

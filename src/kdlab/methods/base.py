@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import torch
 import torch.nn as nn
@@ -28,9 +28,13 @@ class NoParams(BaseModel):
 
 @dataclass(frozen=True)
 class MethodContext:
-    """What a method may need besides its model: the student's data (for checking teachers against it)."""
+    """What a method may need besides its model: the student's data (for checking teachers against it) and the
+    per-channel mean and std its inputs are normalised with (a teacher trained with other statistics gets its
+    inputs re-normalised; None means the teacher's own)."""
 
     dataset: Dataset
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
 
     @property
     def num_classes(self) -> int:

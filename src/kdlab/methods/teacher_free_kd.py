@@ -41,7 +41,8 @@ class TeacherFreeSelf(KnowledgeDistillation):
     def __init__(self, model, params, context):
         super().__init__(model, params, context)
         student = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        teacher = {k: tuple(v.shape) for k, v in self.teacher.state_dict().items()}
-        if type(self.teacher) is not type(model) or student != teacher:
+        network = getattr(self.teacher, "network", self.teacher)  # unwrap a Renormalise adapter
+        teacher = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+        if type(network) is not type(model) or student != teacher:
             raise KdlabError(f"method.teacher: tfkd_self needs a teacher of the student's own architecture; "
                              f"{params.teacher} holds a different network")

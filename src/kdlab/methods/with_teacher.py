@@ -31,7 +31,8 @@ class WithTeacher(Method):
 
     def __init__(self, model, params, context: MethodContext):
         super().__init__(model, params, context)
-        self.teacher = load_teacher(params.teacher, context.dataset, params.teacher_checkpoint)
+        self.teacher = load_teacher(params.teacher, context.dataset, params.teacher_checkpoint,
+                                    input_mean=context.mean, input_std=context.std)
 
     def teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """z^t for ``inputs``, computed without autograd bookkeeping; a constant for the student's loss."""

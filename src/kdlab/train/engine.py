@@ -70,7 +70,7 @@ def prepare(recipe: Recipe) -> Prepared:
     torch.manual_seed(recipe.seed)
     model = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=channels)
     _check_model_fits(model, recipe.model.name, dataset)
-    method = methods.get(recipe.method.name)(model, method_params(recipe), methods.MethodContext(dataset))
+    method = methods.get(recipe.method.name)(model, method_params(recipe), methods.MethodContext(dataset, data.mean, data.std))
     method.to(runtime.device)
     if runtime.channels_last:
         method.to(memory_format=torch.channels_last)
