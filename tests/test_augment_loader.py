@@ -92,3 +92,10 @@ def test_channel_stats_match_numpy():
     pixels = split.images.reshape(-1, 3) / 255.0
     np.testing.assert_allclose(mean, pixels.mean(0), atol=1e-6)
     np.testing.assert_allclose(std, pixels.std(0), atol=1e-6)
+
+
+def test_channel_stats_of_several_splits_equal_those_of_their_union():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (7, 4, 5, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
+    assert channel_stats(a, b) == channel_stats(np.concatenate([a, b]))

@@ -123,6 +123,9 @@ class RuntimeConfig(Strict):
     compile: bool = Field(False, description="torch.compile the model")
     threads: int | None = Field(None, ge=1, description="CPU threads; None uses every core")
     progress: Literal["auto", True, False] = Field("auto", description="progress bar; auto: only on a terminal")
+    teacher_cache: Literal["auto", "disk", "memory", "off"] = Field(
+        "auto", description="teacher-logit cache per (image, view): disk (shared by runs), memory, off; auto: disk "
+        "when the augmentation is discrete (crop x flip), else off")
 
 
 class CheckpointConfig(Strict):

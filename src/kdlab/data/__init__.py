@@ -70,6 +70,7 @@ def load_dataset(
         decoded = SOURCES[source](folder, **options) if reads_files else SOURCES[source](**options)
         dataset = replace(decoded, fingerprint=key)
         cache.store_entry(root, source, key, dataset)
+    dataset = replace(dataset, source_fingerprint=key)
     if label_noise is not None and label_noise.rate > 0:
         dataset = with_label_noise(dataset, label_noise)
     dataset = carve_validation(dataset, val_size, seed)

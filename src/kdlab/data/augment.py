@@ -40,6 +40,7 @@ class CropFlip:
     padding: int = 0
     padding_mode: str = "zero"
     flip: bool = False
+    discrete = True  # every output is one of num_views named views: teacher logits can be cached per view
 
     def __post_init__(self):
         if self.padding < 0:
@@ -67,6 +68,13 @@ class CropFlip:
         side = 2 * self.padding + 1
         index = views.dy * side + views.dx
         return index * 2 + views.flip if self.flip else index
+
+    def views_of(self, index: torch.Tensor) -> Views:
+        """The views named by ``index`` (the inverse of :meth:`view_index`)."""
+        side = 2 * self.padding + 1
+        flip = index % 2 if self.flip else torch.zeros_like(index)
+        cell = index // 2 if self.flip else index
+        return Views(cell // side, cell % side, flip)
 
     def apply(self, images: torch.Tensor, views: Views) -> torch.Tensor:
         """Apply ``views`` to uint8 (or float) images N x H x W x C; returns the same layout and dtype."""

@@ -16,12 +16,14 @@ class Split:
     """One split: ``images`` uint8 (N, H, W, C), ``labels`` int64 (N,).
 
     ``clean_labels`` is set only when ``labels`` were corrupted on purpose (:mod:`kdlab.data.noise`): the true
-    labels, kept for analysis.
+    labels, kept for analysis. ``index`` is each sample's position in the split it was carved from (None: this is
+    that split), so a sample keeps one identity whatever validation split a run carves (teacher-logit caches use it).
     """
 
     images: np.ndarray
     labels: np.ndarray
     clean_labels: np.ndarray | None = None
+    index: np.ndarray | None = None
 
     def __post_init__(self):
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
@@ -38,10 +40,15 @@ class Split:
         """The true labels: ``clean_labels`` when the labels were corrupted, else ``labels``."""
         return self.labels if self.clean_labels is None else self.clean_labels
 
+    @property
+    def source_index(self) -> np.ndarray:
+        """Each sample's position in the original split (``index``, or 0..N-1)."""
+        return np.arange(len(self), dtype=np.int64) if self.index is None else self.index
+
     def take(self, indices: np.ndarray) -> "Split":
-        """The samples at ``indices``, clean labels included."""
+        """The samples at ``indices``, clean labels and original positions included."""
         clean = None if self.clean_labels is None else self.clean_labels[indices]
-        return Split(self.images[indices], self.labels[indices], clean)
+        return Split(self.images[indices], self.labels[indices], clean, self.source_index[indices])
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -53,8 +60,9 @@ class Dataset:
 
     ``fingerprint`` identifies the decoded content: :func:`kdlab.data.load_dataset` sets it to the cache key of
     the source files, and :func:`kdlab.data.carve_validation` extends it with the validation-split parameters, so
-    anything derived from the data (e.g. cached teacher logits) can be keyed by it. A source function called
-    directly leaves it empty.
+    anything derived from the data can be keyed by it. ``source_fingerprint`` stays the decoded source's key (no
+    validation split, no label noise): images are identified by it plus ``Split.source_index``. A source function
+    called directly leaves both empty.
     """
 
     name: str
@@ -63,6 +71,7 @@ class Dataset:
     test: Split
     val: Split | None
     fingerprint: str
+    source_fingerprint: str = ""
 
     def __post_init__(self):
         splits = [s for s in (self.train, self.test, self.val) if s is not None]

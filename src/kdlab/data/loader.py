@@ -23,17 +23,21 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
 
 
-def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation of uint8 images N x H x W x C, on the [0, 1] scale."""
-    flat = images.reshape(-1, images.shape[-1])
-    # Accumulate in chunks in float64 so a 50,000-image split needs no 1 GB temporary.
-    total, total_sq = np.zeros(flat.shape[1]), np.zeros(flat.shape[1])
-    for start in range(0, flat.shape[0], 1 << 22):
-        chunk = flat[start : start + (1 << 22)].astype(np.float64) / 255.0
-        total += chunk.sum(0)
-        total_sq += (chunk**2).sum(0)
-    mean = total / flat.shape[0]
-    std = np.sqrt(np.maximum(total_sq / flat.shape[0] - mean**2, 1e-12))
+def channel_stats(*splits: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of the uint8 images N x H x W x C of all ``splits`` together, on
+    the [0, 1] scale."""
+    channels = splits[0].shape[-1]
+    total, total_sq, count = np.zeros(channels), np.zeros(channels), 0
+    for images in splits:
+        flat = images.reshape(-1, channels)
+        # Accumulate in chunks in float64 so a 50,000-image split needs no 1 GB temporary.
+        for start in range(0, flat.shape[0], 1 << 22):
+            chunk = flat[start : start + (1 << 22)].astype(np.float64) / 255.0
+            total += chunk.sum(0)
+            total_sq += (chunk**2).sum(0)
+        count += flat.shape[0]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
     return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
 
 
@@ -63,6 +67,7 @@ class DeviceLoader:
         self.device = torch.device(device)
         self.images = torch.from_numpy(np.ascontiguousarray(split.images)).to(self.device)
         self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64)).to(self.device)
+        self.source_index = torch.from_numpy(np.asarray(split.source_index, dtype=np.int64)).to(self.device)
         channels = self.images.shape[-1]
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean/std need {channels} values, got {len(mean)} and {len(std)}")
@@ -95,15 +100,33 @@ class DeviceLoader:
             views = Views(*(t.to(self.device) for t in (views.dy, views.dx, views.flip)))
         return order.to(self.device), views
 
-    def batches(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield the epoch's (inputs, labels) batches."""
+    @property
+    def discrete_views(self) -> bool:
+        """Whether every input is one of finitely many named views of a sample (no augmentation, or crop x flip),
+        so that anything computed from an input can be cached under (sample, view)."""
+        return self.augment is None or getattr(self.augment, "discrete", False)
+
+    @property
+    def num_views(self) -> int:
+        return 1 if self.augment is None else self.augment.num_views
+
+    def batches(self, epoch: int = 0, with_keys: bool = False) -> Iterator[tuple]:
+        """Yield the epoch's (inputs, labels) batches; with ``with_keys``, (inputs, labels, keys) where ``keys`` is
+        (sample ``source_index``, view index), both int64 on the device."""
+        if with_keys and not self.discrete_views:
+            raise ValueError(f"{type(self.augment).__name__} is not a discrete augmentation: inputs have no view keys")
         order, views = self.epoch_plan(epoch)
         for b in range(len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
             images = self.images[index]
-            if views is not None:
-                images = self.augment.apply(images, views[b * self.batch_size : (b + 1) * self.batch_size])
-            yield self.normalise(images), self.labels[index]
+            batch_views = views[b * self.batch_size : (b + 1) * self.batch_size] if views is not None else None
+            if batch_views is not None:
+                images = self.augment.apply(images, batch_views)
+            if not with_keys:
+                yield self.normalise(images), self.labels[index]
+                continue
+            view = self.augment.view_index(batch_views) if batch_views is not None else torch.zeros_like(index)
+            yield self.normalise(images), self.labels[index], (self.source_index[index], view)
 
     __iter__ = batches
 

@@ -47,6 +47,7 @@ class Method(nn.Module, ABC):
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
     frozen: ClassVar[tuple[str, ...]] = ()
+    uses_batch_keys: ClassVar[bool] = False  # forward takes keys=(sample, view) for per-view caches
 
     def __init__(self, model: nn.Module, params: BaseModel, context: MethodContext):
         super().__init__()

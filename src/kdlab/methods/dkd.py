@@ -22,10 +22,10 @@ class DecoupledKD(WithTeacher):
         tau: float = Field(4.0, gt=0)
         warmup: int = Field(20, ge=1, description="epochs over which the DKD terms ramp up linearly")
 
-    def forward(self, inputs, labels, epoch):
+    def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
         p = self.params
-        tckd, nckd = losses.dkd_parts(logits, self.teacher_logits(inputs), labels, p.tau)
+        tckd, nckd = losses.dkd_parts(logits, self.teacher_logits(inputs, keys), labels, p.tau)
         ramp = min((epoch + 1) / p.warmup, 1.0)
         return logits, {
             "ce": p.ce_weight * losses.cross_entropy(logits, labels),

@@ -29,9 +29,9 @@ class KnowledgeDistillation(WithTeacher):
         alpha: float = Field(0.9, ge=0, le=1, description="weight of the distillation term")
         tau: float = Field(4.0, gt=0, description="temperature (kl and reverse_kl)")
 
-    def forward(self, inputs, labels, epoch):
+    def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
-        teacher = self.teacher_logits(inputs)
+        teacher = self.teacher_logits(inputs, keys)
         p = self.params
         return logits, {
             "ce": (1 - p.alpha) * losses.cross_entropy(logits, labels),

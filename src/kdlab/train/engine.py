@@ -34,6 +34,9 @@ from kdlab.train.schedule import learning_rate
 from kdlab.version import git_sha, machine_description
 
 
+AUTO_CACHE_LIMIT_BYTES = 4 << 30  # teacher_cache: auto stays off above this table size
+
+
 class TrainingDiverged(RuntimeError):
     """A loss term became NaN or infinite."""
 
@@ -60,7 +63,9 @@ def prepare(recipe: Recipe) -> Prepared:
     dataset = load_dataset(data.source, data.path, val_size=data.val_size, seed=recipe.seed, cache_dir=data.cache_dir,
                            label_noise=noise, **data.options)
     if data.mean is None or data.std is None:
-        mean, std = channel_stats(dataset.train.images)
+        # Over train and val together: the whole training set, so the statistics (and everything keyed by them,
+        # like teacher-logit caches) do not depend on which validation split the seed carved.
+        mean, std = channel_stats(*(split.images for split in (dataset.train, dataset.val) if split is not None))
         data.mean = data.mean or mean
         data.std = data.std or std
     channels = dataset.train.images.shape[-1]
@@ -94,7 +99,46 @@ def prepare(recipe: Recipe) -> Prepared:
     eval_loaders = {"test": loader(dataset.test, False)}
     if dataset.val is not None:
         eval_loaders = {"val": loader(dataset.val, False), **eval_loaders}
-    return Prepared(recipe, runtime, dataset, method, loader(dataset.train, True), eval_loaders)
+    train_loader = loader(dataset.train, True)
+    attach_teacher_cache(recipe, runtime, dataset, method, train_loader)
+    return Prepared(recipe, runtime, dataset, method, train_loader, eval_loaders)
+
+
+def attach_teacher_cache(recipe: Recipe, runtime: Runtime, dataset: Dataset, method, train_loader: DeviceLoader) -> None:
+    """Give a distilling method a teacher-logit cache (:mod:`kdlab.teacher_cache`) as ``runtime.teacher_cache`` asks."""
+    mode = recipe.runtime.teacher_cache
+    if not getattr(method, "uses_batch_keys", False) or mode == "off":
+        return
+    if not train_loader.discrete_views:
+        if mode == "auto":
+            return
+        raise KdlabError(f"runtime.teacher_cache: {mode} needs a discrete augmentation (crop x flip); "
+                         f"{type(train_loader.augment).__name__} is not")
+    from kdlab.data.cache import cache_root
+    from kdlab.teacher import WEIGHTS
+    from kdlab.teacher_cache import TeacherLogitCache, cache_key
+
+    params = method.params
+    samples = int(dataset.train.source_index.max()) + 1
+    teacher_recipe = load_recipe(Path(params.teacher) / "config.yaml")
+    augment = train_loader.augment
+    key = cache_key(
+        teacher_weights=Path(params.teacher) / "checkpoint" / WEIGHTS[params.teacher_checkpoint],
+        source_fingerprint=dataset.source_fingerprint,
+        augment={"padding": augment.padding, "padding_mode": augment.padding_mode, "flip": augment.flip} if augment else None,
+        normalisation={"student": [recipe.data.mean, recipe.data.std],
+                       "teacher": [teacher_recipe.data.mean, teacher_recipe.data.std]},
+        precision=runtime.precision, device_type=runtime.device.type,
+        num_samples=samples, num_classes=len(dataset.classes),
+    )
+    folder = cache_root(recipe.data.cache_dir) / "teacher-logits" / key if mode in ("auto", "disk") else None
+    table_bytes = samples * train_loader.num_views * len(dataset.classes) * (2 if runtime.precision == "bf16" else 4)
+    if mode == "auto" and table_bytes > AUTO_CACHE_LIMIT_BYTES:
+        return  # too large to hold by default; ask for it explicitly with disk or memory
+    method.cache = TeacherLogitCache(
+        num_samples=samples, num_views=train_loader.num_views,
+        num_classes=len(dataset.classes), dtype=torch.bfloat16 if runtime.precision == "bf16" else torch.float32,
+        device=runtime.device, key=key, folder=folder)
 
 
 def _check_model_fits(model: torch.nn.Module, name: str, dataset: Dataset) -> None:
@@ -200,6 +244,8 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
                 _print_epoch(record, epochs)
             last = epoch + 1 == epochs
             if last or (epoch + 1) % recipe.checkpoint.every == 0:
+                if getattr(method, "cache", None) is not None:
+                    method.cache.save()
                 checkpoint.save_checkpoint(run.checkpoint, epoch + 1, method, optimizer, {
                     "history": history, "best": best, "wall_seconds": wall + time.perf_counter() - session_start,
                     "train_seconds": train_seconds, "train_images": train_images,
@@ -238,12 +284,14 @@ def _train_epoch(prepared: Prepared, optimizer, epoch: int, steps_per_epoch: int
     seen = 0
     bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", leave=False,
                disable=not show_bar, file=sys.stderr, dynamic_ncols=True)
-    for step, (inputs, labels) in enumerate(prepared.train_loader.batches(epoch)):
+    with_keys = getattr(method, "cache", None) is not None
+    for step, batch in enumerate(prepared.train_loader.batches(epoch, with_keys=with_keys)):
+        inputs, labels = batch[0], batch[1]
         lr = learning_rate(epoch * steps_per_epoch + step, steps_per_epoch, recipe.train.epochs, recipe.optim.lr, recipe.schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
         with runtime.autocast():
-            logits, terms = method(inputs, labels, epoch)
+            logits, terms = method(inputs, labels, epoch, keys=batch[2]) if with_keys else method(inputs, labels, epoch)
         loss = sum(terms.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -275,6 +323,14 @@ def _print_epoch(record: dict, epochs: int) -> None:
     parts += [f"test_acc {record['test_acc']:.4f}", f"test_nll {record['test_nll']:.4f}",
               f"{record['train_images_per_second']:.0f} img/s", f"{record['epoch_seconds']:.1f}s"]
     print("  ".join(parts), flush=True)
+
+
+def _cache_record(method) -> dict | None:
+    cache = getattr(method, "cache", None)
+    if cache is None:
+        return None
+    return {"mode": "disk" if cache.folder is not None else "memory", "key": cache.key, "hits": cache.hits,
+            "misses": cache.misses, "coverage": cache.coverage}
 
 
 def _label_noise_record(recipe: Recipe, dataset: Dataset) -> dict | None:
@@ -323,6 +379,7 @@ def _summary(prepared: Prepared, status, history, best, best_by, wall, images_pe
         "wall_seconds": round(wall, 3),
         "train_images_per_second": images_per_second,
         "best_by": best_by,
+        "teacher_cache": _cache_record(prepared.method),
         "final": _selected(history[-1]) if history else None,
         "best": best,
     }
