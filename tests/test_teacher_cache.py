@@ -126,3 +126,18 @@ def test_non_discrete_augmentation_is_refused(teacher, tmp_path):
     auto = kd_recipe(teacher, tmp_path, mode="auto")
     attach_teacher_cache(auto, prepared.runtime, prepared.dataset, method, loader)
     assert method.cache is None  # auto quietly runs the teacher instead
+
+
+def test_cache_teacher_command_fills_the_disk_cache(teacher, tmp_path, capsys):
+    from kdlab.cli import main
+
+    path = tmp_path / "kd.yaml"
+    path.write_text(kd_recipe(teacher, tmp_path / "cache", mode="auto").model_dump_json())  # JSON is YAML
+    assert main(["cache-teacher", str(path), "--quiet"]) == 0
+    assert "teacher cache" in capsys.readouterr().out
+    run = train(kd_recipe(teacher, tmp_path / "cache", mode="auto"), tmp_path / "run", quiet=True)
+    assert run["teacher_cache"]["misses"] == 0 and run["teacher_cache"]["mode"] == "disk"
+    ce = tmp_path / "ce.yaml"
+    ce.write_text('{"data": {"source": "digits"}, "model": {"name": "cnn_small8"}, "train": {"epochs": 1}}')
+    assert main(["cache-teacher", str(ce)]) == 2
+    assert "has no teacher" in capsys.readouterr().err

@@ -94,6 +94,17 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache_teacher(args: argparse.Namespace) -> int:
+    from kdlab.config import load_recipe
+    from kdlab.teacher_cache import precompute
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    cache = precompute(recipe, quiet=args.quiet)
+    print(f"teacher cache {cache.folder}: {cache.coverage:.1%} of {cache.table.shape[0]} images x "
+          f"{cache.table.shape[1]} views filled ({cache.misses} computed now)")
+    return 0
+
+
 def _quickstart(args: argparse.Namespace) -> int:
     from kdlab.quickstart import run_quickstart
 
@@ -163,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="where to write (default RUN_DIR/eval-<checkpoint>)")
     evaluate.set_defaults(handler=_eval)
 
+    cache = commands.add_parser("cache-teacher", help="precompute a distillation recipe's teacher logits for every view",
+                                description="Compute the teacher's logits for every (training image, crop x flip view) "
+                                "of a distillation recipe and store them in the on-disk teacher cache, which every "
+                                "run with the same teacher, data and augmentation then reads instead of running "
+                                "the teacher.")
+    cache.add_argument("recipe", help="a recipe whose method distils from a teacher (kd, dkd, tfkd_self)")
+    cache.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
+    cache.add_argument("--quiet", action="store_true", help="no progress bar")
+    cache.set_defaults(handler=_cache_teacher)
+
     study = commands.add_parser("study", help="run a grid of methods and hyper-parameters over several seeds",
                                 description="Run every stage of a study recipe (a pipeline recipe with seeds and a "
                                 "baseline) once per seed. Finished runs are reused and interrupted ones resumed, so "
@@ -216,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Overrides may follow options (kdlab train R.yaml --out D a=1); argparse leaves those over.
-    stray = [a for a in extra if a.startswith("-") or "=" not in a or args.command not in ("train", "eval")]
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or args.command not in ("train", "eval", "cache-teacher")]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:

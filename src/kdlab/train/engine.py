@@ -223,7 +223,7 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
     try:
         for epoch in range(start_epoch, epochs):
             epoch_start = time.perf_counter()
-            terms, correct, seen = _train_epoch(prepared, optimizer, epoch, steps_per_epoch, show_bar)
+            terms, correct, seen = train_epoch(prepared, optimizer, epoch, show_bar=show_bar)
             seconds = time.perf_counter() - epoch_start
             train_seconds += seconds
             train_images += seen
@@ -274,9 +274,11 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
         raise
 
 
-def _train_epoch(prepared: Prepared, optimizer, epoch: int, steps_per_epoch: int, show_bar: bool):
-    """One epoch; returns ({term: mean per sample}, correct count, samples seen). One host sync, at the end."""
+def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = False, max_steps: int | None = None):
+    """One epoch (or its first ``max_steps`` steps, for benchmarks); returns ({term: mean per sample}, correct
+    count, samples seen). One host sync, at the end."""
     recipe, runtime, method = prepared.recipe, prepared.runtime, prepared.method
+    steps_per_epoch = len(prepared.train_loader)
     method.train()
     device = runtime.device
     term_sums: dict[str, torch.Tensor] = {}
@@ -286,6 +288,8 @@ def _train_epoch(prepared: Prepared, optimizer, epoch: int, steps_per_epoch: int
                disable=not show_bar, file=sys.stderr, dynamic_ncols=True)
     with_keys = getattr(method, "cache", None) is not None
     for step, batch in enumerate(prepared.train_loader.batches(epoch, with_keys=with_keys)):
+        if max_steps is not None and step >= max_steps:
+            break
         inputs, labels = batch[0], batch[1]
         lr = learning_rate(epoch * steps_per_epoch + step, steps_per_epoch, recipe.train.epochs, recipe.optim.lr, recipe.schedule)
         for group in optimizer.param_groups:
