@@ -138,6 +138,18 @@ def _data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from kdlab.bench import bench_from_options, format_table
+
+    record, out = bench_from_options(quick=args.quick, steps=args.steps, rounds=args.rounds, warmup=args.warmup,
+                                     workers=args.workers, threads=args.threads, pairs=args.pairs, data=args.data,
+                                     out=args.out)
+    print(format_table(record))
+    print(f"({record['teacher_weights']}; median over {record['settings']['rounds']} rounds of "
+          f"{record['settings']['steps']} steps; written to {out})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdlab", description="Train classifiers with soft targets: label smoothing, "
                                      "teacher-free KD, KD and online distillation.")
@@ -230,6 +242,24 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--cache-dir", help="cache root (default $KDLAB_CACHE_DIR or ~/.cache/kdlab)")
     prepare.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a source option")
     prepare.set_defaults(handler=_data_prepare)
+
+    bench = commands.add_parser("bench", help="time kdlab's engine against the standard CIFAR KD training loop",
+                                description="Train the same models on CIFAR-10 (JPEG) with kdlab's engine and with "
+                                "the standard loop (benchmarks/reference_loop.py: DataLoader over PIL images, fp32), "
+                                "alternating timed blocks in one process, and report images/s of each and their "
+                                "ratio for: student only (resnet20), KD resnet56 -> resnet20, KD resnet32x4 -> "
+                                "resnet8x4 (teachers have random weights). Needs the kdlab source checkout.")
+    bench.add_argument("--quick", action="store_true", help="student and resnet56-resnet20 only, 2 rounds x 5 steps "
+                       "(under 2 minutes on 2 idle cores); default: all three, 3 rounds x 30 steps")
+    bench.add_argument("--steps", type=int, help="steps per timed block")
+    bench.add_argument("--rounds", type=int, help="timed blocks per contender (the median is reported)")
+    bench.add_argument("--warmup", type=int, help="steps of the untimed warm-up block (default 2 quick, 5 full)")
+    bench.add_argument("--workers", type=int, help="the reference's DataLoader workers (default: the core count)")
+    bench.add_argument("--threads", type=int, help="torch threads (default: the core count)")
+    bench.add_argument("--pairs", help="comma list among student, resnet56-resnet20, resnet32x4-resnet8x4")
+    bench.add_argument("--data", help="the CIFAR-10 JPEG image folder (default ../shared/data/cifar10-jpeg)")
+    bench.add_argument("--out", help="the JSON record (default benchmarks/results/bench_<quick|full>.json)")
+    bench.set_defaults(handler=_bench)
     return parser
 
 

@@ -1,0 +1,414 @@
+"""``kdlab bench``: kdlab's training engine against the standard CIFAR KD loop, alternating, in one process.
+
+For each configuration (student only; KD from a teacher) the same student (and teacher) architectures train on the
+same data with the same recipe (batch 64, SGD lr 0.05 momentum 0.9 wd 5e-4, crop with padding 4 + flip, KD 0.1 CE +
+0.9 tau^2 KL at tau 4) two ways:
+
+* the reference, ``benchmarks/reference_loop.py``: a torch DataLoader over PIL images with per-sample transforms in
+  worker processes, fp32 models (RepDistiller's loop);
+* kdlab: the real engine (:func:`kdlab.train.engine.prepare` and :func:`kdlab.train.engine.train_epoch`), with
+  whatever runtime it picks (bf16 autocast + channels_last on CPUs with native bf16). A KD configuration is timed
+  with the teacher run on every batch (``runtime.teacher_cache: off``) and with a warm teacher-logit cache
+  (``memory``, pre-filled by one untimed pass over exactly the timed steps' (image, view) entries, so every lookup
+  hits).
+
+Each contender first runs one untimed warm-up block; then, for ``rounds`` rounds, a timed block of ``steps`` steps of
+the reference, then one of each kdlab mode. Reported: median images/s over rounds and kdlab / reference. Teachers
+are completed kdlab run directories with random (untrained) weights in a temporary folder: speed does not depend
+on the weights.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+import kdlab
+from kdlab import models
+from kdlab.config import Recipe, dump_recipe, load_recipe
+from kdlab.data import SOURCES, Dataset
+from kdlab.errors import KdlabError
+from kdlab.io import atomic_write_json, atomic_write_text
+from kdlab.train.checkpoint import load_tensors, save_tensors
+from kdlab.version import git_sha, machine_description
+
+DEFAULT_DATA = Path("..") / "shared" / "data" / "cifar10-jpeg"
+TEACHER_NOTE = "teachers have random (untrained) weights: training speed does not depend on the weights"
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """What trains: ``student`` alone (``teacher`` None) or distilling from ``teacher``."""
+
+    name: str
+    student: str
+    teacher: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"KD {self.teacher} -> {self.student}" if self.teacher else f"student only {self.student} (CE)"
+
+
+CONFIGURATIONS = {
+    "student": Configuration("student", "resnet20"),
+    "resnet56-resnet20": Configuration("resnet56-resnet20", "resnet20", "resnet56"),
+    "resnet32x4-resnet8x4": Configuration("resnet32x4-resnet8x4", "resnet8x4", "resnet32x4"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    steps: int
+    rounds: int
+    warmup: int
+    workers: int
+    threads: int
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    alpha: float = 0.9
+    tau: float = 4.0
+    crop_padding: int = 4
+    flip: bool = True
+    seed: int = 0
+
+
+QUICK = {"steps": 5, "rounds": 2, "warmup": 2, "pairs": ("student", "resnet56-resnet20")}
+FULL = {"steps": 30, "rounds": 3, "warmup": 5, "pairs": tuple(CONFIGURATIONS)}
+
+
+# ------------------------------------------------------------------------------------------------- the reference
+
+
+def load_reference_module() -> ModuleType:
+    """``benchmarks/reference_loop.py`` of the kdlab source checkout this kdlab runs from."""
+    path = Path(kdlab.__file__).resolve().parents[2] / "benchmarks" / "reference_loop.py"
+    if not path.is_file():
+        raise KdlabError("kdlab bench needs the kdlab source checkout (benchmarks/reference_loop.py)")
+    spec = importlib.util.spec_from_file_location("kdlab_bench_reference_loop", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------------------------------------- kdlab's side
+
+
+def make_recipe(data: dict, student: str, settings: Settings, *, teacher_dir: str | Path | None = None,
+                teacher_cache: str = "off") -> Recipe:
+    """The recipe kdlab trains: ``data`` is a recipe data section (source, path, val_size, options, mean, std, ...)
+    to which the benchmark's augmentation is added."""
+    method = {"name": "ce"} if teacher_dir is None else \
+        {"name": "kd", "alpha": settings.alpha, "tau": settings.tau, "teacher": str(teacher_dir)}
+    return load_recipe(raw={
+        "seed": settings.seed,
+        "data": {**data, "crop_padding": settings.crop_padding, "flip": settings.flip},
+        "model": {"name": student},
+        "method": method,
+        "train": {"epochs": 240, "batch_size": settings.batch_size},
+        "optim": {"lr": settings.lr, "momentum": settings.momentum, "weight_decay": settings.weight_decay},
+        "schedule": {"name": "multistep", "milestones": [150, 180, 210], "gamma": 0.1},
+        "runtime": {"progress": False, "threads": settings.threads,
+                    "teacher_cache": teacher_cache if teacher_dir is not None else "off"},
+    })
+
+
+def untrained_teacher_run(model_name: str, dataset: Dataset, out_dir: str | Path, mean, std, *,
+                          data: dict | None = None, seed: int = 0) -> Path:
+    """Write a completed kdlab run directory whose network ``model_name`` has random weights (seeded), for
+    ``dataset``'s task, trained (as its config says) with inputs normalised by ``mean``/``std``. ``data`` is the
+    recipe data section to record (default: just the source, when ``dataset.name`` is one)."""
+    out = Path(out_dir)
+    (out / "checkpoint").mkdir(parents=True, exist_ok=True)
+    section = dict(data) if data is not None else {"source": dataset.name if dataset.name in SOURCES else "folder"}
+    section.update(mean=[float(m) for m in mean], std=[float(s) for s in std])
+    recipe = load_recipe(raw={"seed": seed, "data": section, "model": {"name": model_name}, "method": {"name": "ce"},
+                              "train": {"epochs": 1}})
+    torch.manual_seed(seed)
+    network = models.create(model_name, num_classes=len(dataset.classes), in_channels=dataset.train.images.shape[-1])
+    atomic_write_text(out / "config.yaml", dump_recipe(recipe))
+    save_tensors(out / "checkpoint" / "model.safetensors", network.state_dict())
+    save_tensors(out / "checkpoint" / "best.safetensors", network.state_dict())
+    atomic_write_json(out / "summary.json", {
+        "kdlab_version": kdlab.__version__,
+        "status": "completed",
+        "note": "untrained: random weights written by kdlab bench (benchmark use only)",
+        "method": "ce",
+        "model": model_name,
+        "dataset": dataset.name,
+        "data": {"classes": len(dataset.classes), "class_names": list(dataset.classes),
+                 "input_shape": list(dataset.train.images.shape[1:])},
+        "seed": seed,
+        "epochs": 0,
+        "epochs_completed": 0,
+    })
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- timing
+
+
+@dataclass
+class Contender:
+    """One way of training, timed block by block."""
+
+    key: str
+    label: str
+    run_block: Callable[[int], tuple[int, float, float | None]]  # steps -> (images, seconds, mean loss)
+    blocks: list[dict] = field(default_factory=list)
+    warmup: dict | None = None
+
+
+def _kdlab_contender(key: str, label: str, prepared, fixed_epoch: bool) -> Contender:
+    from kdlab.train.engine import make_optimizer, train_epoch
+
+    optimizer = make_optimizer(prepared.method, prepared.recipe)
+    state = {"epoch": 0}
+
+    def run_block(steps: int):
+        epoch = 0 if fixed_epoch else state["epoch"]
+        state["epoch"] += 1
+        start = time.perf_counter()
+        terms, _, seen = train_epoch(prepared, optimizer, epoch, max_steps=steps)
+        seconds = time.perf_counter() - start
+        return seen, seconds, sum(terms.values())
+
+    return Contender(key, label, run_block)
+
+
+def _reference_contender(loop) -> Contender:
+    def run_block(steps: int):
+        seen, seconds = loop.run(steps)
+        return seen, seconds, loop.last_loss
+
+    return Contender("reference", "reference (DataLoader + PIL transforms, fp32)", run_block)
+
+
+def _block_record(images: int, seconds: float, loss) -> dict:
+    return {"images": images, "seconds": round(seconds, 6), "images_per_second": images / seconds,
+            "loss": None if loss is None else float(loss)}
+
+
+def time_alternating(contenders: list[Contender], settings: Settings, log: Callable[[str], None] = print) -> None:
+    """One untimed warm-up block per contender, then ``rounds`` rounds of one timed block each, in order."""
+    for contender in contenders:
+        if contender.warmup is None and settings.warmup > 0:  # a contender may have been warmed up already
+            contender.warmup = _block_record(*contender.run_block(settings.warmup))
+    for r in range(settings.rounds):
+        for contender in contenders:
+            record = {"round": r + 1, **_block_record(*contender.run_block(settings.steps))}
+            contender.blocks.append(record)
+            log(f"  round {r + 1}/{settings.rounds}  {contender.label:<44} {record['images_per_second']:8.1f} img/s")
+
+
+def _median(contender: Contender) -> float:
+    return statistics.median(block["images_per_second"] for block in contender.blocks)
+
+
+# ------------------------------------------------------------------------------------------------- the benchmark
+
+
+def run_bench(configurations: list[Configuration], settings: Settings, *, data: dict, name: str,
+              command: str | list[str], out: str | Path | None = None, log: Callable[[str], None] = print) -> dict:
+    """Time every configuration, alternating the reference and kdlab; return (and with ``out``, write atomically)
+    the record. ``data`` is a recipe data section without augmentation (e.g. source folder, path, val_size 5000)."""
+    from kdlab.train.engine import prepare
+
+    reference = load_reference_module()
+    torch.set_num_threads(settings.threads)
+    started = time.perf_counter()
+
+    # Data statistics as the student recipe computes them; every recipe, teacher and the reference then use these.
+    first = prepare(make_recipe(data, configurations[0].student, settings))
+    data = {**data, "mean": first.recipe.data.mean, "std": first.recipe.data.std}
+    dataset = first.dataset
+    runtime = first.runtime.describe()
+    del first
+    channels = dataset.train.images.shape[-1]
+    classes = len(dataset.classes)
+    log(f"kdlab bench: {dataset.name}, {len(dataset.train.labels)} training images, batch {settings.batch_size}, "
+        f"{settings.rounds} rounds x {settings.steps} steps (warm-up {settings.warmup}), {settings.workers} "
+        f"DataLoader workers, {settings.threads} threads; kdlab runtime {runtime['precision']}"
+        f"{' + channels_last' if runtime['channels_last'] else ''}; {TEACHER_NOTE}")
+    transform_ms = _reference_transform_cost(reference, dataset, data, settings)
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="kdlab-bench-") as scratch:
+        for configuration in configurations:
+            log(f"{configuration.label}:")
+            results.append(_run_configuration(configuration, settings, data, dataset, channels, classes, reference,
+                                              Path(scratch), log))
+
+    record = {
+        "name": name,
+        "command": command if isinstance(command, str) else " ".join(command),
+        "argv": list(sys.argv),
+        "machine": machine_description(torch.device("cpu")),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "kdlab_version": kdlab.__version__,
+        "git_sha": git_sha(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data": {"source": data["source"], "path": data.get("path"), "dataset": dataset.name,
+                 "train_images": len(dataset.train.labels), "val_size": data.get("val_size"),
+                 "mean": data["mean"], "std": data["std"]},
+        "kdlab_runtime": runtime,
+        "reference_runtime": {"precision": "fp32", "channels_last": False, "compile": False,
+                              "loader": "torch DataLoader, per-sample PIL transforms, persistent workers",
+                              "transform_ms_per_batch_one_process": transform_ms},
+        "settings": asdict(settings),
+        "teacher_weights": TEACHER_NOTE,
+        "method": "images/s = images trained / wall seconds of a block of steps (data loading included); median "
+                  "over rounds; ratio = kdlab median / reference median. Reference and kdlab blocks alternate in one "
+                  "process after one untimed warm-up block each.",
+        "configurations": results,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, record)
+    return record
+
+
+def _reference_transform_cost(reference, dataset: Dataset, data: dict, settings: Settings) -> float:
+    """Milliseconds of per-sample transform work for one batch in this process (what each worker does per batch)."""
+    torch.manual_seed(settings.seed)
+    samples = reference.PilCropFlipDataset(dataset.train.images, dataset.train.labels, data["mean"], data["std"],
+                                           padding=settings.crop_padding, flip=settings.flip)
+    n = min(4 * settings.batch_size, len(samples))
+    start = time.perf_counter()
+    for i in range(n):
+        samples[i]
+    return round((time.perf_counter() - start) / n * settings.batch_size * 1000, 3)
+
+
+def _run_configuration(configuration: Configuration, settings: Settings, data: dict, dataset: Dataset, channels: int,
+                       classes: int, reference, scratch: Path, log) -> dict:
+    from kdlab.train.engine import prepare
+
+    teacher_dir = None
+    teacher_net = None
+    if configuration.teacher is not None:
+        teacher_dir = untrained_teacher_run(configuration.teacher, dataset, scratch / configuration.name, data["mean"],
+                                            data["std"], data=data, seed=settings.seed)
+        teacher_net = models.create(configuration.teacher, num_classes=classes, in_channels=channels)
+        teacher_net.load_state_dict(load_tensors(teacher_dir / "checkpoint" / "model.safetensors"))
+
+    torch.manual_seed(settings.seed)
+    student_net = models.create(configuration.student, num_classes=classes, in_channels=channels)
+    loop = reference.ReferenceLoop(
+        dataset.train.images, dataset.train.labels, student_net, teacher_net, batch_size=settings.batch_size,
+        workers=settings.workers, seed=settings.seed, mean=data["mean"], std=data["std"],
+        padding=settings.crop_padding, flip=settings.flip, lr=settings.lr, momentum=settings.momentum,
+        weight_decay=settings.weight_decay, gamma=1 - settings.alpha, alpha=settings.alpha, tau=settings.tau)
+    contenders = [_reference_contender(loop)]
+    cached = None
+    try:
+        if teacher_dir is None:
+            prepared = prepare(make_recipe(data, configuration.student, settings))
+            contenders.append(_kdlab_contender("kdlab", "kdlab", prepared, fixed_epoch=False))
+        else:
+            prepared = prepare(make_recipe(data, configuration.student, settings, teacher_dir=teacher_dir,
+                                           teacher_cache="off"))
+            contenders.append(_kdlab_contender("kdlab", "kdlab, teacher on the fly", prepared, fixed_epoch=False))
+            cached = prepare(make_recipe(data, configuration.student, settings, teacher_dir=teacher_dir,
+                                         teacher_cache="memory"))
+            warm = _kdlab_contender("kdlab_cached", "kdlab, warm teacher cache", cached, fixed_epoch=True)
+            # The warm-up of this contender fills the cache: epoch 0's first `steps` steps, exactly what each timed
+            # block then trains again (every timed block runs epoch 0 from its start), so every lookup hits.
+            warm.warmup = _block_record(*warm.run_block(settings.steps))
+            fill = {"hits": cached.method.cache.hits, "misses": cached.method.cache.misses}
+            contenders.append(warm)
+        time_alternating(contenders, settings, log)
+    finally:
+        loop.close()
+
+    runs = {c.key: {"label": c.label, "warmup": c.warmup, "blocks": c.blocks,
+                    "median_images_per_second": _median(c)} for c in contenders}
+    ref = runs["reference"]["median_images_per_second"]
+    for key, run in runs.items():
+        if key != "reference":
+            run["ratio_to_reference"] = run["median_images_per_second"] / ref
+    result = {"name": configuration.name, "label": configuration.label, "student": configuration.student,
+              "teacher": configuration.teacher, "runs": runs,
+              "reference_epochs_started": loop.epochs_started}
+    if cached is not None:
+        cache = cached.method.cache
+        result["teacher_cache"] = {"fill_pass": fill,
+                                   "timed_blocks": {"hits": cache.hits - fill["hits"],
+                                                    "misses": cache.misses - fill["misses"]},
+                                   "coverage": cache.coverage}
+    for key, run in runs.items():
+        if key != "reference":
+            log(f"  -> {run['label']}: {run['median_images_per_second']:.1f} img/s vs reference {ref:.1f} img/s: "
+                f"{run['ratio_to_reference']:.2f}x")
+    return result
+
+
+def format_table(record: dict) -> str:
+    """configuration | reference img/s | kdlab img/s | kdlab / reference, one line per kdlab mode."""
+    rows = [("configuration", "reference img/s", "kdlab img/s", "kdlab/reference")]
+    for result in record["configurations"]:
+        ref = result["runs"]["reference"]["median_images_per_second"]
+        for key, run in result["runs"].items():
+            if key == "reference":
+                continue
+            mode = {"kdlab": "", "kdlab_cached": ", warm teacher cache"}[key]
+            if key == "kdlab" and result["teacher"]:
+                mode = ", teacher on the fly"
+            rows.append((result["label"] + mode, f"{ref:.1f}", f"{run['median_images_per_second']:.1f}",
+                         f"{run['ratio_to_reference']:.2f}x"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [f"{row[0]:<{widths[0]}}  " + "  ".join(f"{cell:>{w}}" for cell, w in zip(row[1:], widths[1:]))
+             for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def bench_from_options(*, quick: bool, steps: int | None, rounds: int | None, warmup: int | None,
+                       workers: int | None, threads: int | None, pairs: str | None, data: str | None,
+                       out: str | None) -> tuple[dict, Path]:
+    """What ``kdlab bench`` does with its options; returns (record, the JSON file written)."""
+    preset = QUICK if quick else FULL
+    cores = os.cpu_count() or 1
+    names = [p.strip() for p in pairs.split(",") if p.strip()] if pairs else list(preset["pairs"])
+    unknown = [n for n in names if n not in CONFIGURATIONS]
+    if unknown or not names:
+        raise KdlabError(f"--pairs: unknown configuration {', '.join(unknown) or '(none given)'}; "
+                         f"choose among {', '.join(CONFIGURATIONS)}")
+    settings = Settings(steps=steps or preset["steps"], rounds=rounds or preset["rounds"],
+                        warmup=preset["warmup"] if warmup is None else warmup,
+                        workers=cores if workers is None else workers, threads=threads or cores)
+    if settings.steps < 1 or settings.rounds < 1 or settings.warmup < 0 or settings.workers < 0 or settings.threads < 1:
+        raise KdlabError("--steps, --rounds and --threads must be >= 1, --warmup and --workers >= 0")
+    path = Path(data) if data is not None else DEFAULT_DATA
+    if not path.is_dir():
+        raise KdlabError(f"kdlab bench: no CIFAR-10 JPEG image folder at {path} (expected {path}/train/<class>/*.jpg "
+                         f"and {path}/test/<class>/*.jpg); give it with --data PATH")
+    mode = "quick" if quick else "full"
+    out_path = Path(out) if out is not None else Path("benchmarks") / "results" / f"bench_{mode}.json"
+    command = ["kdlab", "bench"] + (["--quick"] if quick else []) + [
+        "--steps", str(settings.steps), "--rounds", str(settings.rounds), "--warmup", str(settings.warmup),
+        "--workers", str(settings.workers), "--threads", str(settings.threads), "--pairs", ",".join(names),
+        "--data", str(path), "--out", str(out_path)]
+    record = run_bench([CONFIGURATIONS[n] for n in names], settings,
+                       data={"source": "folder", "path": os.path.normpath(path.absolute()), "val_size": 5000},
+                       name=out_path.stem, command=command, out=out_path)
+    return record, out_path
+
+
+__all__ = ["CONFIGURATIONS", "Configuration", "Settings", "bench_from_options", "format_table", "load_reference_module",
+           "make_recipe", "run_bench", "untrained_teacher_run"]
