@@ -462,7 +462,7 @@ def test_report_study_markdown(study):
     assert "**Convention.** Metrics are of the final epoch's weights, test split." in md
     assert "agreement" in md and "KL(t‖s)" in md
     assert "Label noise" not in md
-    for name in ("reliability.png", "projection.png", "curves.png"):
+    for name in ("reliability.png", "reliability_ts.png", "projection.png", "curves.png"):
         assert f"]({name})" in md
 
 

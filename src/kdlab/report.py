@@ -291,7 +291,9 @@ def _plots(groups: dict[tuple, list[RunEntry]], out: Path, class_ids: list[int],
             t = entry.metrics["temperature"]
             after.append((f"{group}{seed}, T={t:.2f}", logits / t, labels))
     if entries:
-        images["reliability"] = plots.reliability_grid(entries + after, out / "reliability.png").name
+        images["reliability"] = plots.reliability_grid(entries, out / "reliability.png").name
+    if after:
+        images["reliability_ts"] = plots.reliability_grid(after, out / "reliability_ts.png").name
     panels = []
     for group, entry in firsts:
         if entry.spread:
@@ -388,7 +390,8 @@ def _markdown(record: dict, entries: list[RunEntry], images: dict, paths) -> str
             lines.append(f"| {g['dataset']} | {g['model']} | {g['group']} | {_fmt(m('spread_train'), 3)} | "
                          f"{_fmt(m('spread_test'), 3)} | {_fmt(m('spread_centroids_train'), 3)} | "
                          f"{_fmt(m('spread_centroids_test'), 3)} |")
-    titles = {"reliability": "Reliability diagrams (first seed of each group; second half: after temperature scaling)",
+    titles = {"reliability": "Reliability diagrams (first seed of each group)",
+              "reliability_ts": "Reliability diagrams after temperature scaling (T fitted on val)",
               "projection": "Projections (first seed of each group; all panels share their axes)",
               "curves": "Training curves (mean over seeds, band = min to max)"}
     for name, file in images.items():
