@@ -24,3 +24,14 @@ def shared_data():
         return path
 
     return get
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Recipes with runtime.threads set torch's global thread count; give every test the count it started with
+    (numerics, e.g. of a resumed run against a subprocess run, depend on it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
