@@ -347,7 +347,8 @@ def _markdown(record: dict, entries: list[RunEntry], images: dict, paths) -> str
                  "fitted by NLL on the validation split, applied to test. Mean ± sample standard deviation over "
                  "seeds, with a 95% Student-t confidence interval for accuracy; paired differences pair runs by seed. "
                  "ECE: 15 equal-width bins, right-closed.")
-    noise = {json.dumps(g["label_noise"], sort_keys=True) for g in record["groups"] if g["label_noise"]}
+    noise = {json.dumps({k: g["label_noise"][k] for k in ("kind", "rate", "seed", "clean_val") if k in g["label_noise"]},
+                        sort_keys=True) for g in record["groups"] if g["label_noise"]}
     if noise:
         lines.append("")
         lines.append("**Label noise.** Training labels corrupted as " + "; ".join(sorted(noise)) +

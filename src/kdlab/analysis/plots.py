@@ -314,7 +314,7 @@ def _default_keys(runs: Sequence[Sequence[Mapping]]) -> list[str]:
     for run in runs:
         for record in run:
             for key in record:
-                if key.startswith("train_"):
+                if key.startswith("train_") and not key.endswith("_per_second"):  # loss terms and train_acc
                     seen.setdefault(key, None)
     keys = sorted(seen, key=lambda k: (k != "train_loss", k != "train_acc", k))
     return keys + list(DEFAULT_CURVE_KEYS)
@@ -327,6 +327,8 @@ def _axis_label(key: str) -> str:
         return "ECE (fraction, 15 bins)"
     if key == "lr":
         return "learning rate"
+    if key.endswith("_per_second"):
+        return "images per second"
     if key.endswith(("_loss", "_nll")) or key.startswith("train_"):
         return "loss (nats)"
     return key
