@@ -10,6 +10,7 @@ from kdlab.losses.cross_entropy import cross_entropy, soft_cross_entropy
 from kdlab.losses.distillation import kd_kl, kd_mse, kd_reverse_kl
 from kdlab.losses.divergence import kl_from_probs, kl_to_logits
 from kdlab.losses.dkd import dkd, dkd_parts
+from kdlab.losses import online
 from kdlab.losses.label_smoothing import label_smoothing
 from kdlab.losses.targets import corrected_uniform_target, one_hot, smoothed_labels
 from kdlab.losses.teacher_free import lsr_os, lsr_os_tc, mbls, tfkd_reg
@@ -30,6 +31,7 @@ __all__ = [
     "lsr_os_tc",
     "mbls",
     "one_hot",
+    "online",
     "smoothed_labels",
     "soft_cross_entropy",
     "tfkd_reg",
