@@ -19,15 +19,27 @@ class Classifier(nn.Module, metaclass=abc.ABCMeta):
     """
 
     classifier: nn.Linear
+    #: Families that can be split into a shared trunk and branches (:mod:`kdlab.models.multibranch`) name the
+    #: attributes of each stage here and run stage ``i`` in :meth:`run_stage`; :meth:`feature_map` then runs them
+    #: in order.
+    stage_modules: tuple[tuple[str, ...], ...] = ()
+
+    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} is not split into stages")
 
     @property
     def feature_dim(self) -> int:
         """D, the width of the features that enter ``self.classifier``."""
         return self.classifier.in_features
 
-    @abc.abstractmethod
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map (N x D x H' x W') of the batch ``x`` (N x C x H x W), before global pooling."""
+        """The last feature map (N x D x H' x W') of the batch ``x`` (N x C x H x W), before global pooling.
+        Staged families run their stages in order; the others override this."""
+        if not self.stage_modules:
+            raise NotImplementedError(f"{type(self).__name__} must implement feature_map or stage_modules")
+        for index in range(len(self.stage_modules)):
+            x = self.run_stage(index, x)
+        return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate activations (N x D): the global average of :meth:`feature_map`."""

@@ -73,10 +73,12 @@ class ResNet(Classifier):
         blocks += [BasicBlock(planes, planes) for _ in range(num_blocks - 1)]
         return nn.Sequential(*blocks)
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer3(self.layer2(self.layer1(out)))
-        return out
+    stage_modules = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",))
+
+    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if index == 0:
+            return F.relu(self.bn1(self.conv1(x)))
+        return getattr(self, f"layer{index}")(x)
 
 
 def _register(name: str, depth: int, widths: tuple[int, int, int, int]) -> None:

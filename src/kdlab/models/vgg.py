@@ -53,12 +53,11 @@ class VGG(Classifier):
         nn.init.normal_(self.classifier.weight, 0.0, 0.01)
         nn.init.zeros_(self.classifier.bias)
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.pool(self.block0(x))
-        out = self.pool(self.block1(out))
-        out = self.pool(self.block2(out))
-        out = self.block4(self.block3(out))
-        return out
+    stage_modules = (("block0",), ("block1",), ("block2",), ("block3",), ("block4",))
+
+    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        out = getattr(self, f"block{index}")(x)
+        return self.pool(out) if index < 3 else out
 
 
 def _register(name: str, config: str) -> None:

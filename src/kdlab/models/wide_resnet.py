@@ -79,10 +79,14 @@ class WideResNet(Classifier):
         blocks += [PreActBlock(out_planes, out_planes, 1, drop_rate) for _ in range(num_blocks - 1)]
         return nn.Sequential(*blocks)
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block3(self.block2(self.block1(self.conv1(x))))
-        out = F.relu(self.bn(out))
-        return out
+    stage_modules = (("conv1",), ("block1",), ("block2",), ("block3", "bn"))
+
+    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if index == 0:
+            return self.conv1(x)
+        if index == 3:
+            return F.relu(self.bn(self.block3(x)))
+        return getattr(self, f"block{index}")(x)
 
 
 def wide_resnet(depth: int, widen_factor: int, num_classes: int, in_channels: int = 3) -> WideResNet:
