@@ -28,10 +28,20 @@ def shared_data():
 
 @pytest.fixture(autouse=True)
 def _restore_torch_threads():
-    """Recipes with runtime.threads set torch's global thread count; give every test the count it started with
-    (numerics, e.g. of a resumed run against a subprocess run, depend on it)."""
+    """Recipes with runtime.threads set torch's global thread count (also inside module-scoped fixtures); every
+    test starts and ends with the count the session started with (numerics, e.g. of a resumed run against a
+    subprocess run, depend on it)."""
     import torch
 
-    threads = torch.get_num_threads()
+    torch.set_num_threads(_INITIAL_THREADS)
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(_INITIAL_THREADS)
+
+
+def _initial_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+_INITIAL_THREADS = _initial_threads()
