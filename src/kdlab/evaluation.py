@@ -45,13 +45,7 @@ class LoadedRun:
 def load_run(run_dir: str | Path, checkpoint: Literal["final", "best"] = "final", device: str | None = None) -> LoadedRun:
     """Rebuild the network of the completed run ``run_dir`` from ``config.yaml`` and its safetensors weights."""
     run = RunDir(Path(run_dir))
-    if not run.config.is_file():
-        raise KdlabError(f"{run.path} is not a kdlab run directory (no config.yaml)")
-    summary = run.read_summary()
-    if summary is None:
-        raise KdlabError(f"{run.path} has no readable summary.json")
-    if summary.get("status") != "completed":
-        raise KdlabError(f"{run.path} has not completed (status {summary.get('status')!r})")
+    summary = run.completed_summary()
     if checkpoint not in WEIGHTS:
         raise KdlabError(f"checkpoint must be one of {', '.join(WEIGHTS)}, got {checkpoint!r}")
     recipe = load_recipe(run.config)

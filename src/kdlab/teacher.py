@@ -44,13 +44,7 @@ def load_teacher(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["fin
     wrapped in :class:`Renormalise`, so it always sees inputs normalised as in its own training.
     """
     run = RunDir(Path(run_dir))
-    if not run.config.is_file():
-        raise KdlabError(f"teacher {run.path} is not a kdlab run directory (no config.yaml)")
-    summary = run.read_summary()
-    if summary is None:
-        raise KdlabError(f"teacher {run.path} has no readable summary.json")
-    if summary.get("status") != "completed":
-        raise KdlabError(f"teacher {run.path} has not completed (status {summary.get('status')!r}); finish or resume it first")
+    summary = run.completed_summary("teacher ")
     data = summary.get("data", {})
     student_shape = list(dataset.train.images.shape[1:])
     if data.get("classes") != len(dataset.classes):

@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from kdlab.analysis.projection import _to_numpy
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -51,12 +53,6 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def _to_numpy(x, *, dtype=None) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu()
-        if x.is_floating_point():
-            x = x.double()
-    return np.asarray(x, dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -61,6 +61,17 @@ class RunDir:
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.summary, summary)
 
+    def completed_summary(self, role: str = "") -> dict:
+        """The summary of this completed run; a one-line error naming ``role`` (e.g. "teacher ") otherwise."""
+        if not self.config.is_file():
+            raise KdlabError(f"{role}{self.path} is not a kdlab run directory (no config.yaml)")
+        summary = self.read_summary()
+        if summary is None:
+            raise KdlabError(f"{role}{self.path} has no readable summary.json")
+        if summary.get("status") != "completed":
+            raise KdlabError(f"{role}{self.path} has not completed (status {summary.get('status')!r}); finish or resume it first")
+        return summary
+
     def read_summary(self) -> dict | None:
         try:
             return json.loads(self.summary.read_text())
