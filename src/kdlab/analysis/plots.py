@@ -21,12 +21,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-
-from kdlab.analysis.projection import _to_numpy
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from kdlab.analysis.projection import _to_numpy
 from kdlab.io import atomic_write
 from kdlab.metrics import ece as expected_calibration_error
 
