@@ -120,7 +120,10 @@ class RuntimeConfig(Strict):
         "auto", description="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32"
     )
     channels_last: Literal["auto", True, False] = "auto"
-    compile: bool = Field(False, description="torch.compile the model")
+    compile: Literal["auto", True, False] = Field(
+        "auto", description="torch.compile: true compiles the trained model and the teachers, false nothing; auto "
+        "compiles the trained model on CUDA only (on CPU inductor's training graphs gained under 10% for a 45 s "
+        "compile) and teachers (frozen inference graphs) for training splits of 20,000+ images")
     threads: int | None = Field(None, ge=1, description="CPU threads; None uses every core")
     progress: Literal["auto", True, False] = Field("auto", description="progress bar; auto: only on a terminal")
     teacher_cache: Literal["auto", "disk", "memory", "off"] = Field(

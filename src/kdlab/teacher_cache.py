@@ -43,11 +43,15 @@ def file_sha256(path: Path) -> str:
 
 
 def cache_key(*, teacher_weights: Path, source_fingerprint: str, augment: dict, normalisation: dict,
-              precision: str, device_type: str, num_samples: int, num_classes: int) -> str:
-    """The hash of everything a cached value depends on."""
+              precision: str, device_type: str, num_samples: int, num_classes: int,
+              teacher_compiled: bool = False) -> str:
+    """The hash of everything a cached value depends on (a compiled teacher's logits differ from eager ones by
+    rounding, so which of the two fills the cache is part of the key)."""
     parts = {"format": FORMAT, "teacher": file_sha256(teacher_weights), "source": source_fingerprint,
              "augment": augment, "normalisation": normalisation, "precision": precision, "device": device_type,
              "samples": num_samples, "classes": num_classes}
+    if teacher_compiled:  # only then, so caches filled by eager teachers keep their keys
+        parts["teacher_compiled"] = True
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

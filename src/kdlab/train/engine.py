@@ -29,6 +29,7 @@ from kdlab.io import atomic_savez, atomic_write_text
 from kdlab.train import checkpoint
 from kdlab.train.evaluate import evaluation_record, predict, split_metrics
 from kdlab.train.rundir import RunDir
+from kdlab.train.compiled_inference import CompiledInference, should_compile_frozen
 from kdlab.train.runtime import Runtime, resolve_runtime
 from kdlab.train.schedule import learning_rate
 from kdlab.version import git_sha, machine_description
@@ -81,6 +82,9 @@ def prepare(recipe: Recipe) -> Prepared:
         method.to(memory_format=torch.channels_last)
     if runtime.compile:
         method.model.compile()
+    if method.frozen and should_compile_frozen(runtime.compile_setting, len(dataset.train.labels)):
+        for name in method.frozen:
+            setattr(method, name, CompiledInference(getattr(method, name)))
 
     def loader(split, train: bool) -> DeviceLoader:
         return DeviceLoader(
@@ -129,6 +133,7 @@ def attach_teacher_cache(recipe: Recipe, runtime: Runtime, dataset: Dataset, met
         normalisation={"student": [recipe.data.mean, recipe.data.std],
                        "teacher": [teacher_recipe.data.mean, teacher_recipe.data.std]},
         precision=runtime.precision, device_type=runtime.device.type,
+        teacher_compiled=isinstance(method.teacher, CompiledInference),
         num_samples=samples, num_classes=len(dataset.classes),
     )
     folder = cache_root(recipe.data.cache_dir) / "teacher-logits" / key if mode in ("auto", "disk") else None
@@ -384,6 +389,8 @@ def _summary(prepared: Prepared, status, history, best, best_by, wall, images_pe
         "train_images_per_second": images_per_second,
         "best_by": best_by,
         "teacher_cache": _cache_record(prepared.method),
+        "frozen_networks": {name: getattr(getattr(prepared.method, name), "state", "eager")
+                            for name in prepared.method.frozen},
         "final": _selected(history[-1]) if history else None,
         "best": best,
     }

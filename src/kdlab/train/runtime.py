@@ -28,7 +28,8 @@ class Runtime:
     device: torch.device
     precision: str  # "bf16" or "fp32"
     channels_last: bool
-    compile: bool
+    compile: bool  # the trained model
+    compile_setting: str | bool = False  # runtime.compile as asked: teachers are decided with the data size
 
     def autocast(self):
         if self.precision == "bf16":
@@ -66,4 +67,6 @@ def resolve_runtime(config: RuntimeConfig) -> Runtime:
     channels_last = config.channels_last
     if channels_last == "auto":
         channels_last = device.type == "cuda" or precision == "bf16"
-    return Runtime(device=device, precision=precision, channels_last=bool(channels_last), compile=config.compile)
+    compile_model = device.type == "cuda" if config.compile == "auto" else bool(config.compile)
+    return Runtime(device=device, precision=precision, channels_last=bool(channels_last), compile=compile_model,
+                   compile_setting=config.compile)
