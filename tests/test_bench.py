@@ -121,6 +121,26 @@ def test_harness_alternates_and_records(tmp_path):
     assert order == ["reference", "kdlab"] * 2 + ["reference", "fly", "warm"] * 2
     table = format_table(record)
     assert "KD cnn_small8 -> cnn_small8, warm teacher cache" in table and "kdlab/reference" in table
+    assert record["epoch_check"] is None
+
+
+def test_epoch_check_times_whole_epochs_with_a_cache_that_only_hits(tmp_path):
+    lines = []
+    settings = Settings(steps=1, rounds=1, warmup=1, workers=0, threads=1, crop_padding=2, epoch_rounds=2)
+    record = run_bench([Configuration("student", "cnn_small8")], settings,
+                       data={"source": "digits", "val_size": 0.1, "cache_dir": str(tmp_path / "cache")},
+                       name="tiny", command="kdlab bench --test", log=lines.append,
+                       epoch_configuration=Configuration("kd", "cnn_small8", "cnn_small8"))
+    check = record["epoch_check"]
+    train_images = record["data"]["train_images"]
+    assert check["images_per_epoch"] == train_images
+    assert check["cache_fill"] == {"hits": 0, "misses": train_images}  # exactly epoch 0's views, once each
+    # Warm-up block (1 step of 64) then two whole epochs: every lookup hits, the teacher never runs.
+    assert check["timed_cache"] == {"hits": 64 + 2 * train_images, "misses": 0}
+    assert [len(v) for v in check["seconds"].values()] == [2, 2]
+    assert check["kd_over_student"] == pytest.approx(check["median_seconds"]["kd_warm_cache"] /
+                                                     check["median_seconds"]["student"])
+    assert "one epoch, KD kd with a warm teacher cache vs student only" in format_table(record)
 
 
 def test_cli_bench_errors(tmp_path, capsys):

@@ -83,10 +83,14 @@ class Settings:
     crop_padding: int = 4
     flip: bool = True
     seed: int = 0
+    epoch_rounds: int = 0  # full epochs of student-only vs warm-cache KD (resnet56 -> resnet20), alternating
 
 
-QUICK = {"steps": 5, "rounds": 2, "warmup": 2, "pairs": ("student", "resnet56-resnet20")}
-FULL = {"steps": 30, "rounds": 3, "warmup": 5, "pairs": tuple(CONFIGURATIONS)}
+EPOCH_CHECK = Configuration("resnet56-resnet20", "resnet20", "resnet56")
+
+
+QUICK = {"steps": 5, "rounds": 2, "warmup": 2, "epoch_rounds": 0, "pairs": ("student", "resnet56-resnet20")}
+FULL = {"steps": 30, "rounds": 3, "warmup": 5, "epoch_rounds": 2, "pairs": tuple(CONFIGURATIONS)}
 
 
 # ------------------------------------------------------------------------------------------------- the reference
@@ -221,7 +225,8 @@ def _median(contender: Contender) -> float:
 
 
 def run_bench(configurations: list[Configuration], settings: Settings, *, data: dict, name: str,
-              command: str | list[str], out: str | Path | None = None, log: Callable[[str], None] = print) -> dict:
+              command: str | list[str], out: str | Path | None = None, log: Callable[[str], None] = print,
+              epoch_configuration: Configuration = EPOCH_CHECK) -> dict:
     """Time every configuration, alternating the reference and kdlab; return (and with ``out``, write atomically)
     the record. ``data`` is a recipe data section without augmentation (e.g. source folder, path, val_size 5000)."""
     from kdlab.train.engine import prepare
@@ -250,6 +255,10 @@ def run_bench(configurations: list[Configuration], settings: Settings, *, data: 
             log(f"{configuration.label}:")
             results.append(_run_configuration(configuration, settings, data, dataset, channels, classes, reference,
                                               Path(scratch), log))
+        epoch_check = None
+        if settings.epoch_rounds:
+            log(f"whole epochs, {epoch_configuration.label}, warm teacher cache vs student only:")
+            epoch_check = _epoch_check(epoch_configuration, settings, data, dataset, Path(scratch), log)
 
     record = {
         "name": name,
@@ -274,6 +283,7 @@ def run_bench(configurations: list[Configuration], settings: Settings, *, data: 
                   "over rounds; ratio = kdlab median / reference median. Reference and kdlab blocks alternate in one "
                   "process after one untimed warm-up block each.",
         "configurations": results,
+        "epoch_check": epoch_check,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     if out is not None:
@@ -358,6 +368,49 @@ def _run_configuration(configuration: Configuration, settings: Settings, data: d
     return result
 
 
+def _epoch_check(configuration: Configuration, settings: Settings, data: dict, dataset: Dataset, scratch: Path,
+                 log) -> dict:
+    """Whole training epochs (epoch 0's order and views) of the student alone and of KD with a warm teacher cache,
+    alternating ``settings.epoch_rounds`` times after a warm-up block each; the cache is filled beforehand with
+    exactly epoch 0's (image, view) entries, so the timed KD epochs never run the teacher."""
+    from kdlab.train.engine import make_optimizer, prepare, train_epoch
+
+    teacher_dir = untrained_teacher_run(configuration.teacher, dataset, scratch / f"epoch-{configuration.name}",
+                                        data["mean"], data["std"], data=data, seed=settings.seed)
+    student = prepare(make_recipe(data, configuration.student, settings))
+    kd = prepare(make_recipe(data, configuration.student, settings, teacher_dir=teacher_dir, teacher_cache="memory"))
+    cache = kd.method.cache
+    start = time.perf_counter()
+    with torch.inference_mode(), kd.runtime.autocast():
+        for inputs, _, keys in kd.train_loader.batches(0, with_keys=True):
+            cache.logits(kd.method.teacher, inputs, keys)
+    fill_seconds = time.perf_counter() - start
+    filled = {"hits": cache.hits, "misses": cache.misses}
+    contenders = {"student": (student, make_optimizer(student.method, student.recipe)),
+                  "kd_warm_cache": (kd, make_optimizer(kd.method, kd.recipe))}
+    for prepared, optimizer in contenders.values():
+        if settings.warmup:
+            train_epoch(prepared, optimizer, 0, max_steps=settings.warmup)
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    images = 0
+    for r in range(settings.epoch_rounds):
+        for name, (prepared, optimizer) in contenders.items():
+            start = time.perf_counter()
+            _, _, images = train_epoch(prepared, optimizer, 0)
+            seconds[name].append(round(time.perf_counter() - start, 3))
+            log(f"  epoch round {r + 1}/{settings.epoch_rounds}  {name:<14} {seconds[name][-1]:7.1f} s "
+                f"({images / seconds[name][-1]:.1f} img/s)")
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    ratio = median["kd_warm_cache"] / median["student"]
+    log(f"  -> KD {configuration.teacher} -> {configuration.student} epoch with a warm teacher cache: "
+        f"{ratio:.3f}x a student-only epoch ({median['kd_warm_cache']:.1f} s vs {median['student']:.1f} s)")
+    return {"configuration": configuration.name, "images_per_epoch": images, "seconds": seconds,
+            "median_seconds": median, "kd_over_student": ratio, "cache_fill_seconds": round(fill_seconds, 3),
+            "cache_fill": filled, "timed_cache": {"hits": cache.hits - filled["hits"],
+                                                  "misses": cache.misses - filled["misses"]},
+            "teacher": getattr(kd.method.teacher, "state", "eager")}
+
+
 def format_table(record: dict) -> str:
     """configuration | reference img/s | kdlab img/s | kdlab / reference, one line per kdlab mode."""
     rows = [("configuration", "reference img/s", "kdlab img/s", "kdlab/reference")]
@@ -375,12 +428,17 @@ def format_table(record: dict) -> str:
     lines = [f"{row[0]:<{widths[0]}}  " + "  ".join(f"{cell:>{w}}" for cell, w in zip(row[1:], widths[1:]))
              for row in rows]
     lines.insert(1, "-" * len(lines[0]))
+    check = record.get("epoch_check")
+    if check:
+        median = check["median_seconds"]
+        lines.append(f"one epoch, KD {check['configuration']} with a warm teacher cache vs student only: "
+                     f"{median['kd_warm_cache']:.1f} s vs {median['student']:.1f} s = {check['kd_over_student']:.3f}x")
     return "\n".join(lines)
 
 
 def bench_from_options(*, quick: bool, steps: int | None, rounds: int | None, warmup: int | None,
                        workers: int | None, threads: int | None, pairs: str | None, data: str | None,
-                       out: str | None) -> tuple[dict, Path]:
+                       out: str | None, epoch_rounds: int | None = None) -> tuple[dict, Path]:
     """What ``kdlab bench`` does with its options; returns (record, the JSON file written)."""
     preset = QUICK if quick else FULL
     cores = os.cpu_count() or 1
@@ -391,9 +449,11 @@ def bench_from_options(*, quick: bool, steps: int | None, rounds: int | None, wa
                          f"choose among {', '.join(CONFIGURATIONS)}")
     settings = Settings(steps=steps or preset["steps"], rounds=rounds or preset["rounds"],
                         warmup=preset["warmup"] if warmup is None else warmup,
-                        workers=cores if workers is None else workers, threads=threads or cores)
-    if settings.steps < 1 or settings.rounds < 1 or settings.warmup < 0 or settings.workers < 0 or settings.threads < 1:
-        raise KdlabError("--steps, --rounds and --threads must be >= 1, --warmup and --workers >= 0")
+                        workers=cores if workers is None else workers, threads=threads or cores,
+                        epoch_rounds=preset["epoch_rounds"] if epoch_rounds is None else epoch_rounds)
+    if settings.steps < 1 or settings.rounds < 1 or settings.warmup < 0 or settings.workers < 0 or \
+            settings.threads < 1 or settings.epoch_rounds < 0:
+        raise KdlabError("--steps, --rounds and --threads must be >= 1, --warmup, --workers and --epoch-rounds >= 0")
     path = Path(data) if data is not None else DEFAULT_DATA
     if not path.is_dir():
         raise KdlabError(f"kdlab bench: no CIFAR-10 JPEG image folder at {path} (expected {path}/train/<class>/*.jpg "
@@ -403,6 +463,7 @@ def bench_from_options(*, quick: bool, steps: int | None, rounds: int | None, wa
     command = ["kdlab", "bench"] + (["--quick"] if quick else []) + [
         "--steps", str(settings.steps), "--rounds", str(settings.rounds), "--warmup", str(settings.warmup),
         "--workers", str(settings.workers), "--threads", str(settings.threads), "--pairs", ",".join(names),
+        "--epoch-rounds", str(settings.epoch_rounds),
         "--data", str(path), "--out", str(out_path)]
     record = run_bench([CONFIGURATIONS[n] for n in names], settings,
                        data={"source": "folder", "path": os.path.normpath(path.absolute()), "val_size": 5000},

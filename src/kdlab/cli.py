@@ -143,7 +143,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     record, out = bench_from_options(quick=args.quick, steps=args.steps, rounds=args.rounds, warmup=args.warmup,
                                      workers=args.workers, threads=args.threads, pairs=args.pairs, data=args.data,
-                                     out=args.out)
+                                     out=args.out, epoch_rounds=args.epoch_rounds)
     print(format_table(record))
     print(f"({record['teacher_weights']}; median over {record['settings']['rounds']} rounds of "
           f"{record['settings']['steps']} steps; written to {out})")
@@ -259,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--pairs", help="comma list among student, resnet56-resnet20, resnet32x4-resnet8x4")
     bench.add_argument("--data", help="the CIFAR-10 JPEG image folder (default ../shared/data/cifar10-jpeg)")
     bench.add_argument("--out", help="the JSON record (default benchmarks/results/bench_<quick|full>.json)")
+    bench.add_argument("--epoch-rounds", type=int, help="whole epochs of student-only vs KD resnet56 -> resnet20 with "
+                       "a warm teacher cache, alternating this many times (default 2 full, 0 quick)")
     bench.set_defaults(handler=_bench)
     return parser
 
