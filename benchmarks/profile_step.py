@@ -1,7 +1,8 @@
 """Where the time of one KD training step goes, phase by phase, in kdlab's engine configuration.
 
     PYTHONPATH=src python benchmarks/profile_step.py --student resnet20 --teacher resnet56 --batch 64 --steps 30 \
-        [--precision bf16|fp32] [--channels-last auto|true|false] [--teacher-cache off|memory] [--ops 15]
+        [--precision bf16|fp32] [--channels-last auto|true|false] [--compile auto|true|false]
+        [--teacher-cache off|memory] [--ops 15]
 
 Phases of a step, timed with perf_counter (CPU execution is synchronous, so the clock is exact): ``data`` (index
 gather, crop + flip, normalise on the device), ``teacher`` (teacher forward under inference mode, or a cache
@@ -35,6 +36,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--channels-last", choices=["auto", "true", "false"], default="auto")
+    parser.add_argument("--compile", choices=["auto", "true", "false"], default="auto",
+                        help="runtime.compile (auto: teacher compiled for inference on CIFAR-sized data, student eager)")
     parser.add_argument("--teacher-cache", choices=["off", "memory"], default="off",
                         help="memory: the timed steps' views are cached first (a warm cache)")
     parser.add_argument("--data", default="../shared/data/cifar10-jpeg")
@@ -55,13 +58,15 @@ def main() -> int:
         recipe = make_recipe(data, args.student, settings, teacher_dir=teacher_dir, teacher_cache=args.teacher_cache)
         recipe.runtime.precision = args.precision
         recipe.runtime.channels_last = {"auto": "auto", "true": True, "false": False}[args.channels_last]
+        recipe.runtime.compile = {"auto": "auto", "true": True, "false": False}[args.compile]
         prepared = prepare(recipe)
         phases = profile(prepared, args.steps, warm_cache=args.teacher_cache == "memory")
         if args.ops:
             print_operators(prepared, min(args.steps, 10), args.ops)
     total = sum(statistics.median(v) for v in phases.values())
-    print(f"{args.student} <- {args.teacher}, batch {args.batch}, {prepared.runtime.describe()}, "
-          f"teacher cache {args.teacher_cache}; median over {args.steps} steps")
+    teacher_state = getattr(getattr(prepared.method, "teacher", None), "state", "eager")
+    print(f"{args.student} <- {args.teacher}, batch {args.batch}, {prepared.runtime.describe()}, teacher "
+          f"{teacher_state}, teacher cache {args.teacher_cache}; median over {args.steps} steps")
     for name, values in phases.items():
         median = statistics.median(values)
         print(f"  {name:<10} {1000 * median:8.2f} ms  {100 * median / total:5.1f}%")

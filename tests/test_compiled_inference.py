@@ -39,10 +39,15 @@ def test_compiled_teacher_matches_eager_and_stays_frozen():
     with torch.inference_mode():
         eager = network(x)
         compiled = wrapped(x)
-        smaller = wrapped(x[:7])  # another batch size (the last batch, cache misses) recompiles, still right
-    assert wrapped.state == "compiled"
+        smaller = wrapped(x[:7])  # padded to the compiled batch size (a last batch, cache misses)
+        larger = wrapped(torch.cat([x, x, x[:5]]))  # run in chunks of it
+        keyword = wrapped(x, return_features=True)  # keyword calls run eagerly
+    assert wrapped.state == "compiled" and wrapped.batch_size == 32
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(smaller, eager[:7], rtol=1e-4, atol=1e-4)
+    assert larger.shape == (69, 10) and torch.equal(larger[:32], compiled) and torch.equal(larger[32:64], compiled)
+    torch.testing.assert_close(larger[64:], eager[:5], rtol=1e-4, atol=1e-4)
+    assert torch.equal(keyword[0], eager)
     wrapped.train()
     assert not wrapped.training and not network.training
     assert list(wrapped.state_dict()) == [f"network.{k}" for k in network.state_dict()]  # weights appear once
