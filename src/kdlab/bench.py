@@ -354,6 +354,7 @@ def _run_configuration(configuration: Configuration, settings: Settings, data: d
             run["ratio_to_reference"] = run["median_images_per_second"] / ref
     result = {"name": configuration.name, "label": configuration.label, "student": configuration.student,
               "teacher": configuration.teacher, "runs": runs,
+              "kdlab_teacher": getattr(getattr(prepared.method, "teacher", None), "state", None),
               "reference_epochs_started": loop.epochs_started}
     if cached is not None:
         cache = cached.method.cache
