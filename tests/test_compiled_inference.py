@@ -97,3 +97,21 @@ def test_kd_run_with_a_compiled_teacher_records_it_and_keys_its_cache(tmp_path):
     eager_key = prepare(recipe(False)).method.cache.key
     auto_key = prepare(recipe("auto")).method.cache.key  # digits is far below the auto threshold: eager
     assert auto_key == eager_key != prepare(recipe(True)).method.cache.key
+
+
+def test_cuda_graphs_only_for_compiled_models_on_cuda_with_small_batches():
+    from dataclasses import replace
+
+    from kdlab.errors import KdlabError
+    from kdlab.train.runtime import CUDA_GRAPHS_MAX_BATCH, Runtime, compile_mode
+
+    cuda = Runtime(device=torch.device("cuda"), precision="bf16", channels_last=True, compile=True)
+    assert compile_mode(cuda, "auto", 64) == "reduce-overhead"
+    assert compile_mode(cuda, "auto", CUDA_GRAPHS_MAX_BATCH + 1) is None
+    assert compile_mode(cuda, True, 4096) == "reduce-overhead"
+    assert compile_mode(cuda, False, 64) is None
+    assert compile_mode(replace(cuda, compile=False), "auto", 64) is None  # graphs come with compiling
+    cpu = replace(cuda, device=torch.device("cpu"))
+    assert compile_mode(cpu, "auto", 64) is None
+    with pytest.raises(KdlabError, match="cuda_graphs: true needs a CUDA device"):
+        compile_mode(cpu, True, 64)

@@ -124,6 +124,10 @@ class RuntimeConfig(Strict):
         "auto", description="torch.compile: true compiles the trained model and the teachers, false nothing; auto "
         "compiles the trained model on CUDA only (on CPU inductor's training graphs gained under 10% for a 45 s "
         "compile) and teachers (frozen inference graphs) for training splits of 20,000+ images")
+    cuda_graphs: Literal["auto", True, False] = Field(
+        "auto", description="replay the compiled trained model's steps as CUDA graphs (torch.compile mode "
+        "reduce-overhead), cutting kernel-launch overhead; auto: on CUDA when the model is compiled and batches have "
+        "256 or fewer images; true needs a CUDA device")
     threads: int | None = Field(None, ge=1, description="CPU threads; None uses every core")
     progress: Literal["auto", True, False] = Field("auto", description="progress bar; auto: only on a terminal")
     teacher_cache: Literal["auto", "disk", "memory", "off"] = Field(

@@ -30,7 +30,7 @@ from kdlab.train import checkpoint
 from kdlab.train.evaluate import evaluation_record, predict, split_metrics
 from kdlab.train.rundir import RunDir
 from kdlab.train.compiled_inference import CompiledInference, should_compile_frozen
-from kdlab.train.runtime import Runtime, resolve_runtime
+from kdlab.train.runtime import Runtime, compile_mode, resolve_runtime
 from kdlab.train.schedule import learning_rate
 from kdlab.version import git_sha, machine_description
 
@@ -80,8 +80,9 @@ def prepare(recipe: Recipe) -> Prepared:
     method.to(runtime.device)
     if runtime.channels_last:
         method.to(memory_format=torch.channels_last)
+    mode = compile_mode(runtime, recipe.runtime.cuda_graphs, recipe.train.batch_size)
     if runtime.compile:
-        method.model.compile()
+        method.model.compile(mode=mode)
     if method.frozen and should_compile_frozen(runtime.compile_setting, len(dataset.train.labels)):
         for name in method.frozen:
             setattr(method, name, CompiledInference(getattr(method, name)))

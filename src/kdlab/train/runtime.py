@@ -70,3 +70,19 @@ def resolve_runtime(config: RuntimeConfig) -> Runtime:
     compile_model = device.type == "cuda" if config.compile == "auto" else bool(config.compile)
     return Runtime(device=device, precision=precision, channels_last=bool(channels_last), compile=compile_model,
                    compile_setting=config.compile)
+
+
+CUDA_GRAPHS_MAX_BATCH = 256  # above this, kernels are long enough that launch overhead no longer matters
+
+
+def compile_mode(runtime: Runtime, cuda_graphs, batch_size: int) -> str | None:
+    """torch.compile's mode for the trained model: "reduce-overhead" (CUDA graphs) on CUDA for small batches under
+    ``cuda_graphs: auto``, or always with ``true``; else the default mode (None)."""
+    if cuda_graphs is True and runtime.device.type != "cuda":
+        raise KdlabError(f"runtime.cuda_graphs: true needs a CUDA device, this run is on {runtime.device}")
+    if not runtime.compile or runtime.device.type != "cuda" or cuda_graphs is False:
+        return None
+    if cuda_graphs == "auto" and batch_size > CUDA_GRAPHS_MAX_BATCH:
+        return None
+    return "reduce-overhead"
+
