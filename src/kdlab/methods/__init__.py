@@ -37,11 +37,15 @@ def get(name: str, where: str = "recipe") -> type[Method]:
 
 def _load_methods() -> None:
     from kdlab.methods import (  # noqa: F401
+        cl_ilr,
         cross_entropy,
         dkd,
+        dml,
         kd,
         label_smoothing,
         margin,
+        okddip,
+        one,
         output_smoothing,
         teacher_free_kd,
         zipf,

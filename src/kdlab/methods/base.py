@@ -35,10 +35,15 @@ class MethodContext:
     dataset: Dataset
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
+    model_name: str | None = None  # recipe model.name (online methods build their branches from it)
 
     @property
     def num_classes(self) -> int:
         return len(self.dataset.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.dataset.train.images.shape[-1])
 
 
 class Method(nn.Module, ABC):
@@ -48,6 +53,7 @@ class Method(nn.Module, ABC):
     Params: ClassVar[type[BaseModel]] = NoParams
     frozen: ClassVar[tuple[str, ...]] = ()
     uses_batch_keys: ClassVar[bool] = False  # forward takes keys=(sample, view) for per-view caches
+    has_heads: ClassVar[bool] = False  # trains several heads: head_logits() gives each one's logits
 
     def __init__(self, model: nn.Module, params: BaseModel, context: MethodContext):
         super().__init__()
@@ -58,6 +64,16 @@ class Method(nn.Module, ABC):
     @abstractmethod
     def forward(self, inputs: torch.Tensor, labels: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return (logits of ``self.model`` for ``inputs``, {term name: scalar loss})."""
+
+    def head_logits(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Methods with ``has_heads`` (online distillation) return each head's logits; the engine reports every
+        head, and ``inference_head`` names the one that is the model."""
+        raise NotImplementedError(f"method {self.name} has a single head")
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """The weights written as the run's model (``model.safetensors``, ``best.safetensors``): a plain network of
+        the recipe's ``model.name``."""
+        return self.model.state_dict()
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 import kdlab
-from kdlab import methods, models
+from kdlab import methods, metrics, models
 from kdlab.config import Recipe, dump_recipe, load_recipe, method_params
 from kdlab.data import Dataset, LabelNoise, load_dataset
 from kdlab.data.augment import CropFlip
@@ -27,7 +27,7 @@ from kdlab.data.loader import DeviceLoader, channel_stats
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_savez, atomic_write_text
 from kdlab.train import checkpoint
-from kdlab.train.evaluate import evaluation_record, predict, split_metrics
+from kdlab.train.evaluate import evaluate_method, evaluation_record, head_metrics, predict, split_metrics
 from kdlab.train.rundir import RunDir
 from kdlab.train.compiled_inference import CompiledInference, should_compile_frozen
 from kdlab.train.runtime import Runtime, compile_mode, resolve_runtime
@@ -76,7 +76,7 @@ def prepare(recipe: Recipe) -> Prepared:
     torch.manual_seed(recipe.seed)
     model = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=channels)
     _check_model_fits(model, recipe.model.name, dataset)
-    method = methods.get(recipe.method.name)(model, method_params(recipe), methods.MethodContext(dataset, data.mean, data.std))
+    method = methods.get(recipe.method.name)(model, method_params(recipe), methods.MethodContext(dataset, data.mean, data.std, recipe.model.name))
     method.to(runtime.device)
     if runtime.channels_last:
         method.to(memory_format=torch.channels_last)
@@ -226,6 +226,7 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
 
     run.write_summary(summary("running"))
     last_predictions: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    last_heads = None
     try:
         for epoch in range(start_epoch, epochs):
             epoch_start = time.perf_counter()
@@ -237,15 +238,18 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
             record["train_loss"] = sum(terms.values())
             record.update({f"train_{name}": value for name, value in terms.items()})
             record["train_acc"] = correct / seen
-            for split, loader in prepared.eval_loaders.items():
-                last_predictions[split] = predict(method.model, loader, runtime)
-                record.update({f"{split}_{k}": v for k, v in split_metrics(*last_predictions[split]).items()})
+            last_predictions, last_heads = evaluate_method(method, prepared.eval_loaders, runtime)
+            for split, predictions in last_predictions.items():
+                record.update({f"{split}_{k}": v for k, v in split_metrics(*predictions).items()})
+            if last_heads is not None:
+                record["inference_head"] = method.inference_head
+                record.update(head_metrics(last_heads))
             record["epoch_seconds"] = time.perf_counter() - epoch_start
             record["train_images_per_second"] = seen / seconds
             history.append(record)
             if best is None or record[best_by] > best[best_by]:
                 best = _selected(record)
-                checkpoint.save_tensors(run.checkpoint / "best.safetensors", method.model.state_dict())
+                checkpoint.save_tensors(run.checkpoint / "best.safetensors", method.export_state())
             if not quiet:
                 _print_epoch(record, epochs)
             last = epoch + 1 == epochs
@@ -259,17 +263,20 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
             run.write_metrics(history)
             run.write_summary(summary("running"))
         if not last_predictions:  # resumed after the last epoch's checkpoint: recompute the final predictions
-            for split, loader in prepared.eval_loaders.items():
-                last_predictions[split] = predict(method.model, loader, runtime)
+            last_predictions, last_heads = evaluate_method(method, prepared.eval_loaders, runtime)
         run.predictions.mkdir(exist_ok=True)
         for split, (logits, labels) in last_predictions.items():
             atomic_savez(run.predictions / f"{split}.npz", logits=logits.numpy(), labels=labels.numpy())
-        checkpoint.save_tensors(run.checkpoint / "model.safetensors", method.model.state_dict())
+        checkpoint.save_tensors(run.checkpoint / "model.safetensors", method.export_state())
         teacher = getattr(method, "teacher", None)
         teacher_predictions = {split: predict(teacher, loader, runtime) for split, loader in prepared.eval_loaders.items()} \
             if teacher is not None else None
         evaluation = {"checkpoint": "final", **evaluation_record(last_predictions, teacher_predictions)}
         final = {**summary("completed"), "evaluation": evaluation}
+        if last_heads is not None:
+            final["inference_head"] = method.inference_head
+            final["heads"] = {head: {split: metrics.evaluate_all(*per_head[head]) for split, per_head in last_heads.items()}
+                              for head in next(iter(last_heads.values()))}
         run.write_summary(final)
         return final
     except TrainingDiverged as error:

@@ -21,6 +21,41 @@ def predict(model: torch.nn.Module, loader: DeviceLoader, runtime: Runtime) -> t
     return torch.cat(outputs).cpu(), loader.labels.cpu()
 
 
+def predict_heads(method, loader: DeviceLoader, runtime: Runtime) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every head's (logits float32 N x K, labels N) on the CPU from one pass per batch, for methods that train
+    several heads (``method.head_logits``); method in eval mode, no augmentation, in split order."""
+    was_training = method.training
+    method.eval()
+    outputs: dict[str, list[torch.Tensor]] = {}
+    with torch.inference_mode(), runtime.autocast():
+        for inputs, _ in loader.batches(0):
+            for head, logits in method.head_logits(inputs).items():
+                outputs.setdefault(head, []).append(logits.float())
+    method.train(was_training)
+    labels = loader.labels.cpu()
+    return {head: (torch.cat(chunks).cpu(), labels) for head, chunks in outputs.items()}
+
+
+def evaluate_method(method, loaders: dict[str, DeviceLoader], runtime: Runtime):
+    """(predictions of the model per split, every head's predictions per split or None).
+
+    For a method with several heads, the heads are evaluated first; with a ``val`` split the method may then choose
+    its inference head from their validation accuracy (``choose_inference_head``), and the model's predictions are
+    that head's."""
+    if not method.has_heads:
+        return {split: predict(method.model, loader, runtime) for split, loader in loaders.items()}, None
+    heads = {split: predict_heads(method, loader, runtime) for split, loader in loaders.items()}
+    if "val" in heads and hasattr(method, "choose_inference_head"):
+        method.choose_inference_head({head: metrics.accuracy(*pred) for head, pred in heads["val"].items()})
+    return {split: per_head[method.inference_head] for split, per_head in heads.items()}, heads
+
+
+def head_metrics(heads: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]) -> dict[str, float]:
+    """``{split}_{acc|nll|ece}@{head}`` for every split and head (the keys of metrics.jsonl)."""
+    return {f"{split}_{name}@{head}": value for split, per_head in heads.items()
+            for head, pred in per_head.items() for name, value in split_metrics(*pred).items()}
+
+
 def split_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     return {
         "acc": metrics.accuracy(logits, labels),
