@@ -168,8 +168,28 @@ def test_exported_network_equals_its_head_inside_the_wrapper(digits):
 
 
 def test_dml_best_peer_is_chosen_on_validation(tmp_path):
-    summary, out = run_recipe(tmp_path, "dml", branches=3)
+    summary, _ = run_recipe(tmp_path, "dml", branches=3)
     accuracies = {h: summary["heads"][h]["val"]["acc"] for h in ("peer1", "peer2", "peer3")}
     best = max(accuracies, key=lambda h: (accuracies[h], -int(h[4:])))
     assert summary["inference_head"] == best
     assert summary["evaluation"]["val"]["acc"] == accuracies[best]
+
+
+def test_export_writes_any_head_as_a_run_that_eval_and_teachers_load(tmp_path, capsys):
+    summary, out = run_recipe(tmp_path, "okddip")
+    assert main(["export", str(out), "--head", "peer2", "--out", str(tmp_path / "peer2")]) == 0
+    exported = json.loads((tmp_path / "peer2" / "summary.json").read_text())
+    assert exported["exported_from"]["head"] == "peer2" and exported["status"] == "completed"
+    assert main(["eval", str(tmp_path / "peer2"), "--out", str(tmp_path / "peer2-eval")]) == 0
+    evaluated = json.loads((tmp_path / "peer2-eval" / "metrics.json").read_text())
+    assert evaluated["test"]["acc"] == pytest.approx(summary["heads"]["peer2"]["test"]["acc"])
+    # The exported peer teaches like any run.
+    student = load_recipe(raw={"data": {"source": "digits", "val_size": 0.1}, "model": {"name": "resnet8"},
+                               "method": {"name": "kd", "teacher": str(tmp_path / "peer2")}, "train": {"epochs": 1},
+                               "runtime": {"progress": False}})
+    assert train(student, tmp_path / "student", quiet=True)["status"] == "completed"
+    capsys.readouterr()
+    assert main(["export", str(out), "--head", "ensemble", "--out", str(tmp_path / "e")]) == 2
+    assert "cannot be exported" in capsys.readouterr().err and not (tmp_path / "e").exists()
+    assert main(["export", str(tmp_path / "student"), "--head", "peer1", "--out", str(tmp_path / "x")]) == 2
+    assert "trained a single network" in capsys.readouterr().err

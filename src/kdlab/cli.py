@@ -63,6 +63,14 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from kdlab.export import export_head
+
+    out = export_head(args.run, args.head, args.out)
+    print(f"{args.head} of {args.run} written to {out} (evaluate it with: kdlab eval {out})")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from kdlab.evaluation import evaluate_run
 
@@ -185,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--splits", help="comma-separated splits among train,val,test (default val,test)")
     evaluate.add_argument("--out", help="where to write (default RUN_DIR/eval-<checkpoint>)")
     evaluate.set_defaults(handler=_eval)
+
+    export = commands.add_parser("export", help="write one head of an online-distillation run as a run of its own",
+                                 description="Write a branch (peerN or leader) of a dml / one / cl_ilr / okddip run "
+                                 "as a plain network in a new run directory that kdlab eval and teachers load. The "
+                                 "run's own checkpoint/model.safetensors is already its inference head.")
+    export.add_argument("run", help="the online run's directory")
+    export.add_argument("--head", required=True, help="peer1, peer2, ... or leader")
+    export.add_argument("--out", required=True, help="the new run directory")
+    export.set_defaults(handler=_export)
 
     cache = commands.add_parser("cache-teacher", help="precompute a distillation recipe's teacher logits for every view",
                                 description="Compute the teacher's logits for every (training image, crop x flip view) "

@@ -56,7 +56,7 @@ class CompiledInference(torch.nn.Module):
             return self.network(inputs, **kwargs)
         try:
             return self._run_compiled(inputs)
-        except Exception as error:  # compiler missing or unsupported: fall back (an input error repeats eagerly)
+        except Exception as error:  # noqa: BLE001 - compiler missing or unsupported: fall back (an input error repeats eagerly)
             self.state = f"eager (compile failed: {type(error).__name__})"
             warnings.warn(f"torch.compile of the teacher failed ({type(error).__name__}: "
                           f"{str(error).splitlines()[0] if str(error) else ''}); running it eagerly", stacklevel=2)
