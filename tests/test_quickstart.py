@@ -20,12 +20,20 @@ def test_quickstart_prints_the_table_keeps_runs_and_fits_in_90_seconds(tmp_path)
     assert result.returncode == 0, result.stderr
     assert seconds < 90, f"quickstart took {seconds:.0f} s"
     table = [line for line in result.stdout.splitlines() if line.count("+-") == 3]
-    assert [re.split(r"\s{2,}", line)[0] for line in table] == [
+    assert len(table) == 8
+    assert [re.split(r"\s{2,}", line)[0] for line in table[:6]] == [
         "ce", "ls, eps=0.1", "lsr_os_tc, eps=0.1, tau=4.0, beta=0.2", "tfkd_reg, alpha=0.1, tau=20.0, a=0.99",
         "kd, divergence=kl, alpha=0.9, tau=4.0", "kd, divergence=mse, alpha=1.0"]
+    assert table[6].startswith("dml, branches=2 (resnet8, peer") and table[7].startswith("okddip, branches=4 (resnet8, leader)")
     runs = sorted(p.name for p in (tmp_path / "qs").iterdir())
-    expected = ["teacher"] + [f"{m}-s{s}" for m in ("ce", "kd-kl", "kd-mse", "ls", "lsr_os_tc", "tfkd_reg") for s in range(3)]
+    expected = ["teacher"] + [f"{m}-s{s}" for m in ("ce", "kd-kl", "kd-mse", "ls", "lsr_os_tc", "tfkd_reg", "dml",
+                                                     "okddip") for s in range(3)]
     assert runs == sorted(expected)
     for run in runs:
         summary = json.loads((tmp_path / "qs" / run / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["final"]["test_acc"] > 0.9
+        if run.startswith("okddip"):
+            assert set(summary["heads"]) == {"peer1", "peer2", "peer3", "leader", "ensemble"}
+            assert summary["inference_head"] == "leader"
+        if run.startswith("dml"):
+            assert set(summary["heads"]) == {"peer1", "peer2", "ensemble"}

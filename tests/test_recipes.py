@@ -6,6 +6,7 @@ import pytest
 
 from kdlab.config import load_recipe
 from kdlab.pipeline import plan_pipeline
+from kdlab.study import plan_study
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -22,6 +23,12 @@ def test_pipeline_recipe_is_valid(path):
     assert runs and len({run.name for run in runs}) == len(runs)
 
 
+@pytest.mark.parametrize("path", sorted((RECIPES / "studies").glob("*.yaml")), ids=lambda p: p.name)
+def test_study_recipe_is_valid(path):
+    runs, seeds, _ = plan_study(path)
+    assert runs and len(seeds) >= 3 and len({run.name for run in runs}) == len(runs)
+
+
 def test_cifar100_benchmark_pairs_use_the_published_hyper_parameters():
     runs = {run.name: run.raw for run in plan_pipeline(RECIPES / "pipelines" / "cifar100_kd_benchmark.yaml")}
     betas = {"resnet20_dkd": 2.0, "resnet32_dkd": 2.0, "wrn_16_2_dkd": 6.0, "resnet8x4_dkd": 8.0, "vgg8_dkd": 6.0}
@@ -31,3 +38,14 @@ def test_cifar100_benchmark_pairs_use_the_published_hyper_parameters():
         assert (runs[name]["method"]["alpha"], runs[name]["method"]["tau"]) == (0.9, 4.0)
         assert runs[name]["train"] == {"epochs": 240, "batch_size": 64}
         assert runs[name]["schedule"]["milestones"] == [150, 180, 210] and runs[name]["optim"]["lr"] == 0.05
+
+
+def test_cifar100_online_pipeline_uses_okddip_recipe():
+    runs = {run.name: run.raw for run in plan_pipeline(RECIPES / "pipelines" / "cifar100_online.yaml")}
+    for arch in ("resnet32", "resnet110", "vgg16"):
+        assert {f"{arch}_{m}" for m in ("ce", "dml", "one", "cl_ilr", "okddip")} <= set(runs)
+        okddip = runs[f"{arch}_okddip"]
+        assert okddip["train"] == {"epochs": 300, "batch_size": 128}
+        assert okddip["schedule"]["milestones"] == [150, 225]
+        assert okddip["optim"]["lr"] == 0.1 and okddip["optim"]["nesterov"] is True
+        assert okddip["method"] == {"name": "okddip", "branches": 4}  # tau 3, lambda 1, ramp-up 80: the defaults

@@ -1,7 +1,9 @@
 """``kdlab quickstart``: the soft-target methods on scikit-learn's digits, a few seeds each, one table.
 
 A resnet8 teacher is trained first (one run); the KD rows distil from it into the same small CNN the teacher-free
-rows train. The embedded default needs no files and no download: digits ship inside scikit-learn.
+rows train. The online rows (DML, OKDDip) train resnet8 peers together with no teacher: compare them with the
+teacher line, which is resnet8 trained alone with CE; their runs' summaries hold every peer, the group leader and
+the peer ensemble. The embedded default needs no files and no download: digits ship inside scikit-learn.
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ METHODS = [
     {"name": "tfkd_reg", "alpha": 0.1, "tau": 20.0, "a": 0.99},
     {"name": "kd", "divergence": "kl", "alpha": 0.9, "tau": 4.0, "teacher": TEACHER},
     {"name": "kd", "divergence": "mse", "alpha": 1.0, "teacher": TEACHER},
+    {"name": "dml", "branches": 2},
+    {"name": "okddip", "branches": 4},
 ]
 TEACHER_MODEL = "resnet8"
+ONLINE = {"dml", "one", "cl_ilr", "okddip"}  # these train TEACHER_MODEL peers (cnn_small8 has no stages to share)
 
 
 def run_quickstart(out: str | None = None, seeds: int = 3, epochs: int = 12) -> list[dict]:
@@ -54,6 +59,8 @@ def run_quickstart(out: str | None = None, seeds: int = 3, epochs: int = 12) -> 
             summaries = []
             for seed in range(seeds):
                 raw = {**BASE_RECIPE, "method": method, "seed": seed, "train": train_section}
+                if method["name"] in ONLINE:
+                    raw["model"] = {"name": TEACHER_MODEL}
                 summaries.append(train(load_recipe(raw=raw), root / _run_name(method, seed), force=True, quiet=True))
             rows.append(_row(method, summaries))
             print(f"  {rows[-1]['method']}: done", flush=True)
@@ -67,6 +74,8 @@ def _run_name(method: dict, seed: int) -> str:
 
 def _row(method: dict, summaries: list[dict]) -> dict:
     label = ", ".join([method["name"]] + [f"{k}={v}" for k, v in method.items() if k not in ("name", "teacher")])
+    if method["name"] in ONLINE:
+        label += f" ({TEACHER_MODEL}, {summaries[0]['inference_head']})"
     row = {"method": label}
     for key in ("test_acc", "test_nll", "test_ece"):
         values = [s["final"][key] for s in summaries]
@@ -75,8 +84,8 @@ def _row(method: dict, summaries: list[dict]) -> dict:
 
 
 def _print_table(rows: list[dict], seeds: int, seconds: float, out: str | None) -> None:
-    print(f"\nscikit-learn digits, cnn_small8 students ({TEACHER_MODEL} teacher for kd), final epoch, "
-          f"mean +- std over {seeds} seed(s):")
+    print(f"\nscikit-learn digits, cnn_small8 students ({TEACHER_MODEL} teacher for kd; online rows train "
+          f"{TEACHER_MODEL} peers, their inference head shown), final epoch, mean +- std over {seeds} seed(s):")
     header = f"{'method':<44} {'test acc':>17} {'test NLL':>17} {'test ECE':>17}"
     print(header)
     print("-" * len(header))
