@@ -118,3 +118,40 @@ def test_shape_errors():
         online.dml([torch.zeros(2, 3), torch.zeros(2, 4)], torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="gate"):
         online.one([torch.zeros(2, 3)] * 3, torch.ones(2, 2) / 2, torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("tau,sharpness", [(1.0, 1.0), (3.0, 0.5)])
+def test_bdkd_matches_numpy(peers, tau, sharpness):
+    (zs, zt, *_), y = peers
+    ps, pt = softmax(zs, tau), softmax(zt, tau)
+    hs, ht = -(ps * np.log(ps)).sum(1), -(pt * np.log(pt)).sum(1)
+    w = 1 / (1 + np.exp(-sharpness * (hs - ht)))
+    fkl = (pt * (np.log(pt) - np.log(ps))).sum(1)
+    rkl = (ps * (np.log(ps) - np.log(pt))).sum(1)
+    terms = online.bdkd_terms(t(zs), t(zt), torch.tensor(y), tau=tau, weight=0.7, sharpness=sharpness)
+    assert terms["ce"].item() == pytest.approx(np_ce(zs, y) + np_ce(zt, y), rel=1e-6)
+    assert terms["kd_student"].item() == pytest.approx(0.7 * tau**2 * np.mean((1 - w) * fkl + w * rkl), rel=1e-6)
+    assert terms["kd_teacher"].item() == pytest.approx(0.7 * tau**2 * np.mean(fkl), rel=1e-6)
+
+
+def test_bdkd_reductions_and_detach(peers):
+    (zs, zt, *_), y = peers
+    same = online.bdkd_terms(t(zs), t(zs), torch.tensor(y), tau=2.0)
+    assert same["kd_student"].item() == pytest.approx(0.0, abs=1e-12)
+    assert same["kd_teacher"].item() == pytest.approx(0.0, abs=1e-12)
+    # A very sharp weight picks forward KL where the student is more confident, reverse where it is less.
+    sharp = online.bdkd_terms(t(zs), t(zt), torch.tensor(y), sharpness=1e6)
+    ps, pt = softmax(zs), softmax(zt)
+    hs, ht = -(ps * np.log(ps)).sum(1), -(pt * np.log(pt)).sum(1)
+    fkl = (pt * (np.log(pt) - np.log(ps))).sum(1)
+    rkl = (ps * (np.log(ps) - np.log(pt))).sum(1)
+    assert sharp["kd_student"].item() == pytest.approx(np.mean(np.where(hs > ht, rkl, fkl)), rel=1e-6)
+    for detach in (True, False):
+        s, te = t(zs).requires_grad_(), t(zt).requires_grad_()
+        terms = online.bdkd_terms(s, te, torch.tensor(y), detach_targets=detach)
+        gs, gt = torch.autograd.grad(terms["kd_student"], (s, te), allow_unused=True, retain_graph=True)
+        assert gs is not None and gs.abs().sum() > 0
+        assert (gt is None or gt.abs().sum() == 0) == detach
+        gs, gt = torch.autograd.grad(terms["kd_teacher"], (s, te), allow_unused=True)
+        assert gt is not None and gt.abs().sum() > 0
+        assert (gs is None or gs.abs().sum() == 0) == detach

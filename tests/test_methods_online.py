@@ -71,7 +71,7 @@ def test_dml_loss_is_symmetric_in_its_peers(digits):
             torch.testing.assert_close(permuted[name], reference[name])
 
 
-@pytest.mark.parametrize("name", ["okddip", "dml", "one", "cl_ilr"])
+@pytest.mark.parametrize("name", ["okddip", "dml", "one", "cl_ilr", "bdkd"])
 def test_detach_targets_changes_exactly_which_parameters_get_gradient(digits, name):
     """Only the distillation term, with CE removed: with detached targets, a branch's parameters get gradient only
     through its own prediction, so the attention maps / gate (which only shape targets) get none."""

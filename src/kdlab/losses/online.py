@@ -110,6 +110,38 @@ def okddip_terms(peer_logits: Sequence[torch.Tensor], leader_logits: torch.Tenso
     return {"ce": ce, "kd_peers": weight * kd_peers, "kd_leader": weight * kd_leader}
 
 
+def bdkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor, tau: float = 1.0,
+               weight: float = 1.0, sharpness: float = 1.0,
+               detach_targets: bool = True) -> dict[str, torch.Tensor]:
+    """EXPERIMENTAL: BD-KD (Amara et al. 2022, arXiv 2212.12965), an online teacher and student with sample-wise
+    balanced forward and reverse KL. The paper's exact weighting is not published in reach (METHODS.md 6.8: no
+    official code, UNVERIFIED); this is METHODS.md's placeholder, with every free choice a parameter:
+
+    p_s = softmax(z_s/tau), p_t = softmax(z_t/tau); w_n = sigmoid(sharpness * (H(p_s,n) - H(p_t,n))) (a constant);
+    ce = CE(z_s, y) + CE(z_t, y);
+    kd_student = weight * tau^2 * mean_n[(1 - w_n) KL(p_t || p_s)_n + w_n KL(p_s || p_t)_n]  (the student's term);
+    kd_teacher = weight * tau^2 * mean_n KL(p_t || p_s)_n with p_s the target (the teacher's reverse-KL regulariser).
+    With ``detach_targets`` (the default here) each term trains only the network it regularises."""
+    _check_peers([student_logits, teacher_logits])
+    if tau <= 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    zs, zt = student_logits.float() / tau, teacher_logits.float() / tau
+    log_ps, log_pt = torch.log_softmax(zs, dim=1), torch.log_softmax(zt, dim=1)
+    with torch.no_grad():
+        entropy_s = -(log_ps.exp() * log_ps).sum(1)
+        entropy_t = -(log_pt.exp() * log_pt).sum(1)
+        w = torch.sigmoid(sharpness * (entropy_s - entropy_t))
+    target_t = log_pt.detach() if detach_targets else log_pt
+    target_s = log_ps.detach() if detach_targets else log_ps
+    forward = (target_t.exp() * (target_t - log_ps)).sum(1)  # KL(p_t || p_s), trains the student
+    reverse = (log_ps.exp() * (log_ps - target_t)).sum(1)  # KL(p_s || p_t), trains the student
+    teacher_reg = (log_pt.exp() * (log_pt - target_s)).sum(1)  # KL(p_t || p_s) as a function of the teacher
+    scale = weight * tau * tau
+    return {"ce": cross_entropy(student_logits, y) + cross_entropy(teacher_logits, y),
+            "kd_student": scale * ((1 - w) * forward + w * reverse).mean(),
+            "kd_teacher": scale * teacher_reg.mean()}
+
+
 def dml(logits, y, tau: float = 3.0, weight: float = 1.0, detach_targets: bool = False) -> torch.Tensor:
     """The sum of :func:`dml_terms`."""
     return sum(dml_terms(logits, y, tau, weight, detach_targets).values())

@@ -37,6 +37,7 @@ def get(name: str, where: str = "recipe") -> type[Method]:
 
 def _load_methods() -> None:
     from kdlab.methods import (  # noqa: F401
+        bdkd,
         cl_ilr,
         cross_entropy,
         dkd,
