@@ -134,8 +134,13 @@ def run_recipe(tmp_path, name, **params):
     return train(recipe, out, quiet=True), out
 
 
-def test_okddip_run_reports_every_head_and_exports_the_leader(tmp_path, digits):
-    summary, out = run_recipe(tmp_path, "okddip")
+@pytest.fixture(scope="module")
+def okddip_run(tmp_path_factory):
+    return run_recipe(tmp_path_factory.mktemp("okddip"), "okddip")
+
+
+def test_okddip_run_reports_every_head_and_exports_the_leader(tmp_path, digits, okddip_run):
+    summary, out = okddip_run
     assert summary["inference_head"] == "leader"
     assert set(summary["heads"]) == {"peer1", "peer2", "peer3", "leader", "ensemble"}
     for head in summary["heads"].values():
@@ -175,8 +180,8 @@ def test_dml_best_peer_is_chosen_on_validation(tmp_path):
     assert summary["evaluation"]["val"]["acc"] == accuracies[best]
 
 
-def test_export_writes_any_head_as_a_run_that_eval_and_teachers_load(tmp_path, capsys):
-    summary, out = run_recipe(tmp_path, "okddip")
+def test_export_writes_any_head_as_a_run_that_eval_and_teachers_load(tmp_path, capsys, okddip_run):
+    summary, out = okddip_run
     assert main(["export", str(out), "--head", "peer2", "--out", str(tmp_path / "peer2")]) == 0
     exported = json.loads((tmp_path / "peer2" / "summary.json").read_text())
     assert exported["exported_from"]["head"] == "peer2" and exported["status"] == "completed"
@@ -193,3 +198,19 @@ def test_export_writes_any_head_as_a_run_that_eval_and_teachers_load(tmp_path, c
     assert "cannot be exported" in capsys.readouterr().err and not (tmp_path / "e").exists()
     assert main(["export", str(tmp_path / "student"), "--head", "peer1", "--out", str(tmp_path / "x")]) == 2
     assert "trained a single network" in capsys.readouterr().err
+
+
+def test_report_shows_every_head_against_the_baseline(tmp_path, okddip_run):
+    from kdlab.report import build_report
+
+    summary, out = okddip_run
+    _, ce = run_recipe(tmp_path, "ce")
+    record = build_report([ce, out], tmp_path / "report", baseline="ce", plots=False)
+    group = next(g for g in record["groups"] if g["method"] == "okddip")
+    assert group["metrics"]["acc@leader"]["mean"] == summary["heads"]["leader"]["test"]["acc"]
+    assert {"acc@peer1", "nll@ensemble", "ece@leader"} <= set(group["metrics"])
+    paired = next(r for r in record["paired"] if r["group"] == group["group"])
+    ce_acc = json.loads((ce / "summary.json").read_text())["evaluation"]["test"]["acc"]
+    assert paired["acc@peer2"]["mean"] == pytest.approx(summary["heads"]["peer2"]["test"]["acc"] - ce_acc)
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Heads of online runs" in text and "| leader |" in text and "| ensemble |" in text

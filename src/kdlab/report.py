@@ -102,6 +102,9 @@ def default_group(summary: dict) -> str:
 # ---------------------------------------------------------------------------------------------------- metrics
 
 
+HEAD_METRICS = ("acc", "nll", "ece")
+
+
 def run_metrics(entry: RunEntry, selection: str) -> dict:
     """Every metric of one run (see the module docstring for the selection convention)."""
     summary = entry.summary
@@ -110,6 +113,8 @@ def run_metrics(entry: RunEntry, selection: str) -> dict:
     if selection == "best":
         best = summary["best"]
         return {**result, "acc": best["test_acc"], "nll": best["test_nll"], "ece": best["test_ece"]}
+    for head, per_split in (summary.get("heads") or {}).items():  # online runs: every peer, leader, ensemble
+        result.update({f"{name}@{head}": per_split["test"][name] for name in HEAD_METRICS if name in per_split.get("test", {})})
     predictions = {}
     for split in ("val", "test"):
         file = entry.path / "predictions" / f"{split}.npz"
@@ -263,9 +268,13 @@ def _paired(groups: dict[tuple, list[RunEntry]], baseline: str) -> list[dict]:
         if not pairs:
             continue
         row = {"dataset": dataset, "model": model, "group": group, "baseline": baseline, "n": len(pairs)}
-        for name in ("acc", "nll", "ece", "ece_ts"):
-            if all(name in a.metrics and name in b.metrics for a, b in pairs):
-                row[name] = stats.paired_difference([a.metrics[name] for a, _ in pairs], [b.metrics[name] for _, b in pairs])
+        heads = [name for name in pairs[0][0].metrics if name.startswith("acc@")]
+        for name in ("acc", "nll", "ece", "ece_ts", *heads):
+            # a head's accuracy is compared with the baseline's model accuracy (the same network trained alone)
+            base_name = "acc" if name.startswith("acc@") else name
+            if all(name in a.metrics and base_name in b.metrics for a, b in pairs):
+                row[name] = stats.paired_difference([a.metrics[name] for a, _ in pairs],
+                                                    [b.metrics[base_name] for _, b in pairs])
         rows.append(row)
     return rows
 
@@ -379,6 +388,21 @@ def _markdown(record: dict, entries: list[RunEntry], images: dict, paths) -> str
             lines.append(f"| {row['dataset']} | {row['model']} | {row['group']} | {row['n']} | {_fmt(row.get('acc'), ci=True)} | "
                          f"{'–' if not math.isfinite(p) else f'{p:.3f}'} | {_fmt(row.get('nll'), ci=True)} | "
                          f"{_fmt(row.get('ece'), ci=True)} | {_fmt(row.get('ece_ts'))} |")
+    online = [g for g in record["groups"] if any(name.startswith("acc@") for name in g["metrics"])]
+    if online:
+        lines += ["", "## Heads of online runs", "",
+                  "Every head of each online run on the test split: the peers, the group leader (OKDDip) and the peer "
+                  "ensemble (mean of the peers' logits); the run's model is its `inference` head. Δ: paired "
+                  "difference against the baseline's accuracy (the network trained alone), same seed.", "",
+                  "| dataset | model | group | head | test acc [95% CI] | NLL | ECE | Δ acc vs baseline [95% CI] |",
+                  "|---|---|---|---|---|---|---|---|"]
+        paired = {(r["dataset"], r["model"], r["group"]): r for r in record["paired"]}
+        for g in online:
+            m = g["metrics"].get
+            for head in [name[4:] for name in g["metrics"] if name.startswith("acc@")]:
+                delta = paired.get((g["dataset"], g["model"], g["group"]), {}).get(f"acc@{head}")
+                lines.append(f"| {g['dataset']} | {g['model']} | {g['group']} | {head} | {_fmt(m(f'acc@{head}'), ci=True)} | "
+                             f"{_fmt(m(f'nll@{head}'))} | {_fmt(m(f'ece@{head}'))} | {_fmt(delta, ci=True)} |")
     if any("spread_test" in g["metrics"] for g in record["groups"]):
         lines += ["", f"## Penultimate-layer projection (Mueller et al. 2019), classes {', '.join(record['classes'])}", "",
                   "Spread ratio = mean within-class RMS distance to the class centroid / mean distance between the "
