@@ -75,7 +75,8 @@ def _run_name(method: dict, seed: int) -> str:
 def _row(method: dict, summaries: list[dict]) -> dict:
     label = ", ".join([method["name"]] + [f"{k}={v}" for k, v in method.items() if k not in ("name", "teacher")])
     if method["name"] in ONLINE:
-        label += f" ({TEACHER_MODEL}, {summaries[0]['inference_head']})"
+        heads = {s["inference_head"] for s in summaries}
+        label += f" ({TEACHER_MODEL}, {heads.pop() if len(heads) == 1 else 'best peer'})"
     row = {"method": label}
     for key in ("test_acc", "test_nll", "test_ece"):
         values = [s["final"][key] for s in summaries]
