@@ -214,3 +214,10 @@ def test_report_shows_every_head_against_the_baseline(tmp_path, okddip_run):
     assert paired["acc@peer2"]["mean"] == pytest.approx(summary["heads"]["peer2"]["test"]["acc"] - ce_acc)
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Heads of online runs" in text and "| leader |" in text and "| ensemble |" in text
+
+
+def test_one_trains_on_a_last_batch_of_one_sample(digits):
+    method = build("one", digits).train()
+    x, y = batch(1)
+    logits, terms = method(x, y, 0)
+    assert logits.shape == (1, 10) and all(torch.isfinite(v) for v in terms.values())

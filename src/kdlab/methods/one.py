@@ -31,7 +31,13 @@ class OnTheFlyNativeEnsemble(OnlineMethod):
         return int(width)
 
     def gate_weights(self, shared: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.gate(shared.mean(dim=(2, 3))).float(), dim=1)
+        pooled = shared.mean(dim=(2, 3))
+        linear, norm, relu = self.gate
+        if self.training and len(pooled) == 1:  # a last batch of one sample: BatchNorm1d has no batch statistics
+            normed = nn.functional.batch_norm(linear(pooled), norm.running_mean, norm.running_var, norm.weight,
+                                              norm.bias, training=False, eps=norm.eps)
+            return torch.softmax(relu(normed).float(), dim=1)
+        return torch.softmax(self.gate(pooled).float(), dim=1)
 
     def loss_terms(self, logits, features, shared, labels, weight):
         p = self.params
