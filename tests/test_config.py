@@ -73,3 +73,15 @@ def test_relative_data_path_is_stored_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     recipe = load({**BASE, "data": {"source": "folder", "path": "some/data"}})
     assert recipe.data.path == str(tmp_path / "some" / "data")
+
+
+def test_teacher_cache_off_survives_yaml_booleans(tmp_path):
+    from kdlab.config import apply_overrides
+
+    raw = {"data": {"source": "digits"}, "model": {"name": "cnn_small8"}, "train": {"epochs": 1}}
+    assert load_recipe(raw=apply_overrides(raw, ["runtime.teacher_cache=off"])).runtime.teacher_cache == "off"
+    path = tmp_path / "r.yaml"
+    path.write_text("data: {source: digits}\nmodel: {name: cnn_small8}\ntrain: {epochs: 1}\nruntime: {teacher_cache: off}\n")
+    assert load_recipe(path).runtime.teacher_cache == "off"
+    with pytest.raises(KdlabError, match="teacher_cache"):
+        load_recipe(raw=apply_overrides(raw, ["runtime.teacher_cache=on"]))

@@ -134,6 +134,12 @@ class RuntimeConfig(Strict):
         "auto", description="teacher-logit cache per (image, view): disk (shared by runs), memory, off; auto: disk "
         "when the augmentation is discrete (crop x flip), else off")
 
+    @field_validator("teacher_cache", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        # YAML 1.1 reads a bare `off` (in a recipe or as runtime.teacher_cache=off) as the boolean false.
+        return "off" if value is False else value
+
 
 class CheckpointConfig(Strict):
     every: int = Field(1, ge=1, description="write a resumable checkpoint every this many epochs (and at the end)")
