@@ -68,7 +68,7 @@ class Method(nn.Module, ABC):
     def head_logits(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Methods with ``has_heads`` (online distillation) return each head's logits; the engine reports every
         head, and ``inference_head`` names the one that is the model."""
-        raise NotImplementedError(f"method {self.name} has a single head")
+        raise TypeError(f"method {self.name} trains a single head; evaluate method.model")
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """The weights written as the run's model (``model.safetensors``, ``best.safetensors``): a plain network of

@@ -15,6 +15,7 @@ into the targets).
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import ClassVar
 
 import torch
@@ -105,8 +106,10 @@ class OnlineMethod(Method):
         terms = self.loss_terms(logits, features, shared, labels, self.weight(epoch))
         return logits[self.model.head], terms
 
+    @abstractmethod
     def loss_terms(self, logits, features, shared, labels, weight) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The named loss terms from every branch's logits and pooled features, the trunk output and the ramped
+        weight lambda * w(e)."""
 
     def peer_logits(self, logits: list[torch.Tensor]) -> list[torch.Tensor]:
         return logits[:-1] if self.has_leader else logits
