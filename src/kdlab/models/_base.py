@@ -25,7 +25,7 @@ class Classifier(nn.Module, metaclass=abc.ABCMeta):
     stage_modules: tuple[tuple[str, ...], ...] = ()
 
     def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} is not split into stages")
+        raise TypeError(f"{type(self).__name__} is not split into stages")
 
     @property
     def feature_dim(self) -> int:
@@ -36,7 +36,7 @@ class Classifier(nn.Module, metaclass=abc.ABCMeta):
         """The last feature map (N x D x H' x W') of the batch ``x`` (N x C x H x W), before global pooling.
         Staged families run their stages in order; the others override this."""
         if not self.stage_modules:
-            raise NotImplementedError(f"{type(self).__name__} must implement feature_map or stage_modules")
+            raise TypeError(f"{type(self).__name__} must implement feature_map or stage_modules")
         for index in range(len(self.stage_modules)):
             x = self.run_stage(index, x)
         return x
