@@ -59,8 +59,9 @@ def run_quickstart(out: str | None = None, seeds: int = 3, epochs: int = 12) -> 
             summaries = []
             for seed in range(seeds):
                 raw = {**BASE_RECIPE, "method": method, "seed": seed, "train": train_section}
-                if method["name"] in ONLINE:
+                if method["name"] in ONLINE:  # several networks per run: half the epochs keeps the quickstart short
                     raw["model"] = {"name": TEACHER_MODEL}
+                    raw["train"] = {**train_section, "epochs": max(1, epochs // 2)}
                 summaries.append(train(load_recipe(raw=raw), root / _run_name(method, seed), force=True, quiet=True))
             rows.append(_row(method, summaries))
             print(f"  {rows[-1]['method']}: done", flush=True)
@@ -76,7 +77,7 @@ def _row(method: dict, summaries: list[dict]) -> dict:
     label = ", ".join([method["name"]] + [f"{k}={v}" for k, v in method.items() if k not in ("name", "teacher")])
     if method["name"] in ONLINE:
         heads = {s["inference_head"] for s in summaries}
-        label += f" ({TEACHER_MODEL}, {heads.pop() if len(heads) == 1 else 'best peer'})"
+        label += f" ({TEACHER_MODEL}, {heads.pop() if len(heads) == 1 else 'best peer'}, {summaries[0]['epochs']} ep)"
     row = {"method": label}
     for key in ("test_acc", "test_nll", "test_ece"):
         values = [s["final"][key] for s in summaries]
