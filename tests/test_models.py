@@ -19,6 +19,8 @@ REFERENCE_PARAMS = {
     "resnet56": 861_620,
     "resnet110": 1_736_564,
     "resnet8x4": 1_233_540,
+    "resnet110_bottleneck": 1_170_868,  # the ONE / OKDDip "ResNet-110" (bottleneck blocks [12, 12, 12])
+    "wrn_20_8": 6_871_220,  # the ONE / OKDDip "WRN-20-8" (bottleneck blocks [2, 2, 2], inner width x8)
     "resnet32x4": 7_433_860,
     "wrn_16_2": 703_284,
     "wrn_40_1": 569_780,
@@ -32,7 +34,7 @@ REFERENCE_PARAMS = {
 
 EXPECTED_NAMES = (
     [f"resnet{d}" for d in (8, 14, 20, 32, 44, 56, 110)]
-    + ["resnet8x4", "resnet32x4"]
+    + ["resnet8x4", "resnet32x4", "resnet110_bottleneck", "wrn_20_8"]
     + [f"wrn_{d}_{k}" for d, k in ((16, 1), (16, 2), (16, 4), (16, 8), (28, 2), (28, 4), (28, 10), (40, 1), (40, 2),
                                    (40, 4))]
     + ["vgg8", "vgg11", "vgg13", "vgg16", "vgg19"]
@@ -144,7 +146,7 @@ def test_any_wrn_is_built_on_the_fly():
     check_contract(model, torch.randn(2, 1, 32, 32), 10)
 
 
-@pytest.mark.parametrize("name", ["wrn_20_8", "wrn_17_2", "wrn_4_1", "wrn_16_0"])
+@pytest.mark.parametrize("name", ["wrn_20_4", "wrn_17_2", "wrn_4_1", "wrn_16_0"])
 def test_bad_wrn_is_a_user_error(name):
     with pytest.raises(KdlabError, match=name):
         create(name, 10)
@@ -152,7 +154,33 @@ def test_bad_wrn_is_a_user_error(name):
 
 def test_bad_wrn_depth_says_why():
     with pytest.raises(KdlabError, match=r"6n\+4"):
-        create("wrn_20_8", 10)
+        create("wrn_20_4", 10)
+
+
+def _bottleneck_params(in_planes: int, planes: int, width: int, projection: bool) -> int:
+    convs = in_planes * width + 9 * width * width + width * 4 * planes
+    bns = 2 * width + 2 * width + 2 * 4 * planes
+    return convs + bns + (in_planes * 4 * planes + 2 * 4 * planes if projection else 0)
+
+
+@pytest.mark.parametrize("name, blocks, width_factor", [("resnet110_bottleneck", 12, 1), ("wrn_20_8", 2, 8)])
+def test_bottleneck_networks_match_their_definition(name, blocks, width_factor):
+    # Counted by hand from the ONE / OKDDip definition: 3x3 stem (16) + BN, three stages of bottlenecks with planes
+    # 16, 32, 64 (out 4 x planes, inner width planes x width_factor, a projection in each stage's first block),
+    # 256 features into the classifier.
+    expected, in_planes = 3 * 16 * 9 + 2 * 16, 16
+    for planes in (16, 32, 64):
+        expected += _bottleneck_params(in_planes, planes, planes * width_factor, True)
+        expected += (blocks - 1) * _bottleneck_params(4 * planes, planes, planes * width_factor, False)
+        in_planes = 4 * planes
+    expected += 256 * 100 + 100
+    model = create(name, 100)
+    assert n_params(model) == expected
+    assert model.feature_dim == 256
+    assert len(model.layer1) == len(model.layer3) == blocks
+    assert model.layer2[0].conv2.stride == (2, 2) and model.layer2[0].conv1.stride == (1, 1)
+    assert model.layer1[0].conv2.out_channels == 16 * width_factor
+    check_contract(model.eval(), torch.randn(2, 3, 32, 32), 100)
 
 
 def test_in_channels_reach_the_stem():

@@ -12,7 +12,7 @@ def count(module):
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("name", ["resnet8", "wrn_10_1", "vgg8"])
+@pytest.mark.parametrize("name", ["resnet8", "wrn_10_1", "vgg8", "resnet110_bottleneck"])
 def test_branches_equal_their_exported_networks(name):
     torch.manual_seed(0)
     model = MultiBranch(name, num_classes=5, branches=3).eval()

@@ -42,8 +42,10 @@ def test_cifar100_benchmark_pairs_use_the_published_hyper_parameters():
 
 def test_cifar100_online_pipeline_uses_okddip_recipe():
     runs = {run.name: run.raw for run in plan_pipeline(RECIPES / "pipelines" / "cifar100_online.yaml")}
-    for arch in ("resnet32", "resnet110", "vgg16"):
+    models = {"resnet32": "resnet32", "resnet110": "resnet110_bottleneck", "vgg16": "vgg16", "wrn_20_8": "wrn_20_8"}
+    for arch, model in models.items():
         assert {f"{arch}_{m}" for m in ("ce", "dml", "one", "cl_ilr", "okddip")} <= set(runs)
+        assert {runs[f"{arch}_{m}"]["model"]["name"] for m in ("ce", "dml", "okddip")} == {model}
         okddip = runs[f"{arch}_okddip"]
         assert okddip["train"] == {"epochs": 300, "batch_size": 128}
         assert okddip["schedule"]["milestones"] == [150, 225]
