@@ -1,7 +1,8 @@
-"""The decoded-data cache: each source is decoded once and kept as uint8 ``.npy`` arrays plus a JSON file.
+"""The decoded-data cache: each source is decoded once and kept as ``.npy`` arrays plus a JSON file.
 
 Where: ``cache_dir`` if given, else ``$KDLAB_CACHE_DIR``, else ``~/.cache/kdlab``. An entry is the folder
-``<root>/<source>-<key>`` holding ``meta.json`` and ``{train,test,val}-{images,labels}.npy``.
+``<root>/<source>-<key>`` holding ``meta.json`` and ``{train,test,val}-{images,labels}.npy`` (uint8 images or
+int16 waveforms; and ``{split}-groups.npy`` for audio cut into segments).
 
 The key is the sha256 of the source name, its options (defaults filled in), the data folder's name, and for every
 file under the data folder its relative path, size and modification time in ns; the files are listed with
@@ -39,7 +40,7 @@ import numpy as np
 from kdlab.data.dataset import Dataset, Split
 from kdlab.errors import KdlabError
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 CACHE_DIR_ENV = "KDLAB_CACHE_DIR"
 DEFAULT_CACHE_DIR = "~/.cache/kdlab"
 META_FILE = "meta.json"
@@ -119,12 +120,14 @@ def write_entry(folder: Path, key: str, dataset: Dataset) -> None:
         split = getattr(dataset, name)
         if split is None:
             continue
-        for part in ("images", "labels"):
+        for part in ("images", "labels", "groups"):
             array = getattr(split, part)
+            if array is None:
+                continue
             np.save(folder / f"{name}-{part}.npy", array, allow_pickle=False)
             splits.setdefault(name, {})[part] = {"shape": list(array.shape), "crc32": crc32(array)}
     meta = {"cache_format": CACHE_FORMAT, "key": key, "name": dataset.name, "classes": list(dataset.classes),
-            "splits": splits, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "sample_rate": dataset.sample_rate, "splits": splits, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (folder / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
 
 
@@ -133,18 +136,22 @@ def read_entry(folder: Path, key: str) -> Dataset:
     meta = json.loads((folder / META_FILE).read_text())
     if meta.get("cache_format") != CACHE_FORMAT or meta.get("key") != key:
         raise ValueError("meta.json belongs to another key or cache format")
+    sample_rate = int(meta["sample_rate"])
     splits = {}
     for name, parts in meta["splits"].items():
         arrays = {}
-        for part, dtype in (("images", np.uint8), ("labels", np.int64)):
+        dtypes = {"images": np.int16 if sample_rate else np.uint8, "labels": np.int64, "groups": np.int64}
+        for part, dtype in dtypes.items():
+            if part == "groups" and part not in parts:
+                continue
             array = np.asarray(np.load(folder / f"{name}-{part}.npy", mmap_mode="c", allow_pickle=False))
             expected = parts[part]
             if array.dtype != dtype or list(array.shape) != expected["shape"] or crc32(array) != expected["crc32"]:
                 raise ValueError(f"{name}-{part}.npy does not match meta.json")
             arrays[part] = array
-        splits[name] = Split(arrays["images"], arrays["labels"])
+        splits[name] = Split(arrays["images"], arrays["labels"], groups=arrays.get("groups"))
     return Dataset(name=meta["name"], classes=list(meta["classes"]), train=splits["train"], test=splits["test"],
-                   val=splits.get("val"), fingerprint=key)
+                   val=splits.get("val"), fingerprint=key, sample_rate=sample_rate)
 
 
 def load_entry(root: Path, source: str, key: str) -> Dataset | None:

@@ -1,7 +1,10 @@
-"""The decoded form every data source produces: uint8 images N x H x W x C with int64 labels, per split.
+"""The decoded form every data source produces: uint8 images N x H x W x C, or int16 waveforms N x L, with int64
+labels, per split.
 
 Images are always NHWC (C = 1 for grey, 3 for colour), whatever the files held, so later code never has to ask
-which layout it got. Label ``k`` names ``classes[k]``.
+which layout it got. Audio is always mono int16 PCM at the dataset's ``sample_rate``, every clip (or segment of a
+clip) cut or padded to one length L; features are computed from it on the training device
+(:mod:`kdlab.data.audio_features`). Label ``k`` names ``classes[k]``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ import numpy as np
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """One split: ``images`` uint8 (N, H, W, C), ``labels`` int64 (N,).
+    """One split: ``images`` uint8 (N, H, W, C) or, for audio, int16 waveforms (N, L); ``labels`` int64 (N,).
+
+    ``groups`` (audio cut into segments, e.g. 30-second GTZAN clips into 3-second segments): int64 (N,), the
+    recording each sample was cut from, numbered within the split; None: every sample is its own recording. Clip-level
+    metrics average the probabilities of a group's samples, and a validation split never separates a group.
 
     ``clean_labels`` is set only when ``labels`` were corrupted on purpose (:mod:`kdlab.data.noise`): the true
     labels, kept for analysis. ``index`` is each sample's position in the split it was carved from (None: this is
@@ -24,16 +31,26 @@ class Split:
     labels: np.ndarray
     clean_labels: np.ndarray | None = None
     index: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
     def __post_init__(self):
-        if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise ValueError(f"Split images must be uint8 N x H x W x C, got {self.images.dtype} {self.images.shape}")
+        image = self.images.dtype == np.uint8 and self.images.ndim == 4
+        audio = self.images.dtype == np.int16 and self.images.ndim == 2
+        if not (image or audio):
+            raise ValueError(f"Split images must be uint8 N x H x W x C (or int16 N x L waveforms), got "
+                             f"{self.images.dtype} {self.images.shape}")
         if self.labels.dtype != np.int64 or self.labels.ndim != 1:
             raise ValueError(f"Split labels must be int64 (N,), got {self.labels.dtype} {self.labels.shape}")
         if self.images.shape[0] != self.labels.shape[0]:
             raise ValueError(f"Split has {self.images.shape[0]} images but {self.labels.shape[0]} labels")
         if self.clean_labels is not None and self.clean_labels.shape != self.labels.shape:
             raise ValueError(f"Split clean_labels have shape {self.clean_labels.shape}, labels {self.labels.shape}")
+        if self.groups is not None and (self.groups.dtype != np.int64 or self.groups.shape != self.labels.shape):
+            raise ValueError(f"Split groups must be int64 {self.labels.shape}, got {self.groups.dtype} {self.groups.shape}")
+
+    @property
+    def is_audio(self) -> bool:
+        return self.images.ndim == 2
 
     @property
     def clean_labels_or_labels(self) -> np.ndarray:
@@ -46,9 +63,10 @@ class Split:
         return np.arange(len(self), dtype=np.int64) if self.index is None else self.index
 
     def take(self, indices: np.ndarray) -> "Split":
-        """The samples at ``indices``, clean labels and original positions included."""
+        """The samples at ``indices``, clean labels, original positions and groups included."""
         clean = None if self.clean_labels is None else self.clean_labels[indices]
-        return Split(self.images[indices], self.labels[indices], clean, self.source_index[indices])
+        groups = None if self.groups is None else self.groups[indices]
+        return Split(self.images[indices], self.labels[indices], clean, self.source_index[indices], groups)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -62,7 +80,7 @@ class Dataset:
     the source files, and :func:`kdlab.data.carve_validation` extends it with the validation-split parameters, so
     anything derived from the data can be keyed by it. ``source_fingerprint`` stays the decoded source's key (no
     validation split, no label noise): images are identified by it plus ``Split.source_index``. A source function
-    called directly leaves both empty.
+    called directly leaves both empty. ``sample_rate`` (Hz) is set for audio datasets and 0 for images.
     """
 
     name: str
@@ -72,12 +90,15 @@ class Dataset:
     val: Split | None
     fingerprint: str
     source_fingerprint: str = ""
+    sample_rate: int = 0
 
     def __post_init__(self):
         splits = [s for s in (self.train, self.test, self.val) if s is not None]
-        shapes = {s.images.shape[1:] for s in splits}
+        shapes = {(s.images.dtype.str, s.images.shape[1:]) for s in splits}
         if len(shapes) != 1:
-            raise ValueError(f"Dataset {self.name}: splits have different image shapes {sorted(shapes)}")
+            raise ValueError(f"Dataset {self.name}: splits have different sample shapes {sorted(shapes)}")
+        if self.train.is_audio != (self.sample_rate > 0):
+            raise ValueError(f"Dataset {self.name}: waveforms need a sample_rate > 0, images sample_rate 0")
         if not self.classes:
             raise ValueError(f"Dataset {self.name} has no classes")
         for split in splits:
@@ -89,6 +110,10 @@ class Dataset:
         return len(self.classes)
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of every image."""
+    def is_audio(self) -> bool:
+        return self.sample_rate > 0
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(H, W, C) of every image, or (L,) of every waveform."""
         return tuple(int(d) for d in self.train.images.shape[1:])

@@ -62,7 +62,7 @@ def with_label_noise(dataset: Dataset, noise: LabelNoise) -> Dataset:
     train = dataset.train
     noisy = corrupt_labels(train.labels, len(dataset.classes), noise.kind, noise.rate, noise.seed)
     fingerprint = hashlib.sha256(f"{dataset.fingerprint}|noise={noise.kind}:{noise.rate!r}:{noise.seed}".encode()).hexdigest()
-    return replace(dataset, train=Split(train.images, noisy, train.clean_labels_or_labels, train.index),
+    return replace(dataset, train=replace(train, labels=noisy, clean_labels=train.clean_labels_or_labels),
                    fingerprint=fingerprint)
 
 
@@ -71,4 +71,4 @@ def restore_clean_val(dataset: Dataset) -> Dataset:
     val = dataset.val
     if val is None or val.clean_labels is None:
         return dataset
-    return replace(dataset, val=Split(val.images, val.clean_labels, None, val.index))
+    return replace(dataset, val=replace(val, labels=val.clean_labels, clean_labels=None))

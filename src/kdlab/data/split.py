@@ -53,7 +53,9 @@ def validation_count(size: int | float, total: int, where: str) -> int:
 def carve_validation(dataset: Dataset, size: int | float, seed: int) -> Dataset:
     """Move ``size`` training samples (a count, or a fraction in (0, 1)) to a new validation split.
 
-    The split is stratified by label and a pure function of (train labels, count, seed). A dataset that already
+    The split is stratified by label and a pure function of (train labels, count, seed). Samples cut from one
+    recording (``Split.groups``) move together: the split then takes whole groups, stratified by their labels, as
+    many as the count's share of the groups. A dataset that already
     has a validation split (e.g. CINIC-10's ``valid/``) is returned unchanged, and so is any dataset for
     ``size == 0``. The fingerprint of the result extends the dataset's with the count and the seed.
     """
@@ -66,7 +68,10 @@ def carve_validation(dataset: Dataset, size: int | float, seed: int) -> Dataset:
     if count == 0:
         return dataset
     train = dataset.train
-    kept, taken = stratified_split(train.labels, count, int(seed), f"{dataset.name} train")
+    if train.groups is None:
+        kept, taken = stratified_split(train.labels, count, int(seed), f"{dataset.name} train")
+    else:
+        kept, taken = _grouped_split(train, count, int(seed), f"{dataset.name} train")
     fingerprint = hashlib.sha256(f"{dataset.fingerprint}|val={count}|seed={int(seed)}".encode()).hexdigest()
     return replace(
         dataset,
@@ -74,3 +79,16 @@ def carve_validation(dataset: Dataset, size: int | float, seed: int) -> Dataset:
         val=train.take(taken),
         fingerprint=fingerprint,
     )
+
+
+def _grouped_split(split: Split, count: int, seed: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted sample indices (kept, taken) taking whole groups: round(count * groups / samples) of them, stratified
+    by each group's label (a group's samples share one label)."""
+    groups, first = np.unique(split.groups, return_index=True)
+    group_labels = split.labels[first]
+    take = max(1, int(round(count * len(groups) / len(split))))
+    if take >= len(groups):
+        raise KdlabError(f"{where}: val_size {count} would take every one of the {len(groups)} recordings")
+    _, taken_groups = stratified_split(group_labels, take, seed, where)
+    in_val = np.isin(split.groups, groups[taken_groups])
+    return np.flatnonzero(~in_val), np.flatnonzero(in_val)

@@ -48,9 +48,11 @@ def checked_labels(labels: np.ndarray, num_classes: int, where: str | os.PathLik
     return labels
 
 
-def make_split(images: np.ndarray, labels: np.ndarray) -> Split:
-    """A :class:`Split` owning C-contiguous, writable copies-if-needed of ``images`` (uint8 NHWC) and ``labels``."""
-    images = np.ascontiguousarray(images, dtype=np.uint8)
+def make_split(images: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> Split:
+    """A :class:`Split` owning C-contiguous, writable copies-if-needed of ``images`` (uint8 NHWC, or int16 N x L
+    waveforms, kept int16), ``labels`` and ``groups``."""
+    images = np.ascontiguousarray(images, dtype=np.int16 if np.asarray(images).dtype == np.int16 else np.uint8)
     if not images.flags.writeable:
         images = images.copy()
-    return Split(images, np.ascontiguousarray(labels, dtype=np.int64))
+    groups = None if groups is None else np.ascontiguousarray(groups, dtype=np.int64)
+    return Split(images, np.ascontiguousarray(labels, dtype=np.int64), groups=groups)
