@@ -33,16 +33,45 @@ class LabelNoiseConfig(Strict):
     clean_val: bool = Field(False, description="give the validation split carved from train its true labels back")
 
 
+class LogMelConfig(Strict):
+    """Log-mel spectrograms computed from the waveforms on the training device (:class:`kdlab.data.audio_features.LogMel`)."""
+
+    n_fft: int = Field(512, ge=8, description="FFT size (samples); the window is a periodic Hann window of this length")
+    hop_length: int | None = Field(None, ge=1, description="samples between frames; None: n_fft / 4")
+    n_mels: int = Field(64, ge=1, description="mel bands")
+    f_min: float = Field(0.0, ge=0, description="lowest band edge (Hz)")
+    f_max: float | None = Field(None, gt=0, description="highest band edge (Hz); None: half the sample rate")
+    mel_scale: Literal["slaney", "htk"] = "slaney"
+    norm: Literal["slaney"] | None = Field("slaney", description="slaney: each filter has unit area (librosa's default)")
+    log: Literal["log", "db"] = Field("log", description="log: ln(mel + 1e-6); db: 10 log10(max(mel, 1e-6))")
+
+
+class AudioAugmentConfig(Strict):
+    """On-device audio augmentation (:class:`kdlab.data.audio_augment.AudioAugment`), drawn per epoch from the seed."""
+
+    time_shift: float = Field(0.0, ge=0, lt=1, description="largest shift, a fraction of the clip (zero-filled)")
+    gain_db: float = Field(0.0, ge=0, description="gain uniform in [-gain_db, +gain_db] dB")
+    freq_masks: int = Field(0, ge=0, description="SpecAugment frequency masks per sample")
+    freq_mask_width: int = Field(0, ge=0, description="largest frequency-mask width (mel bands)")
+    time_masks: int = Field(0, ge=0, description="SpecAugment time masks per sample")
+    time_mask_width: int = Field(0, ge=0, description="largest time-mask width (frames)")
+
+
 class DataConfig(Strict):
-    source: str = Field(description="one of kdlab.data.SOURCES: digits, idx, cifar10, cifar100, folder")
+    source: str = Field(description="one of kdlab.data.SOURCES: digits, idx, cifar10, cifar100, folder, fsdd, "
+                        "audio_folder")
     path: str | None = Field(None, description="where the files are (not needed for digits)")
     options: dict[str, Any] = Field(default_factory=dict, description="source-specific options, e.g. classes")
     val_size: float = Field(0, ge=0, description="validation samples carved from train: a count, or a fraction < 1")
     crop_padding: int = Field(0, ge=0, description="random crop of the original size after padding each side")
     padding_mode: Literal["zero", "reflect"] = "zero"
     flip: bool = Field(False, description="random horizontal flip")
-    mean: list[float] | None = Field(None, description="per-channel mean on [0, 1]; None computes it from train")
-    std: list[float] | None = Field(None, description="per-channel std on [0, 1]; None computes it from train")
+    mean: list[float] | None = Field(None, description="per-channel mean on [0, 1] (audio: of the log-mel values); "
+                                     "None computes it from train")
+    std: list[float] | None = Field(None, description="per-channel std on [0, 1] (audio: of the log-mel values); "
+                                    "None computes it from train")
+    features: LogMelConfig | None = Field(None, description="audio only: the log-mel features (None: the defaults)")
+    audio_augment: AudioAugmentConfig | None = Field(None, description="audio only: time shift, gain, SpecAugment")
     cache_dir: str | None = Field(None, description="decoded-data cache; default $KDLAB_CACHE_DIR or ~/.cache/kdlab")
     label_noise: LabelNoiseConfig | None = Field(None, description="corrupt a seeded fraction of training labels")
 

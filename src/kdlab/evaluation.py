@@ -20,6 +20,7 @@ import torch
 from kdlab import models
 from kdlab.config import LabelNoiseConfig, Recipe, apply_overrides, load_recipe
 from kdlab.data import Dataset, LabelNoise, Split, load_dataset
+from kdlab.data.inputs import check_modality, features_record
 from kdlab.data.loader import DeviceLoader
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_savez, atomic_write_json
@@ -53,7 +54,8 @@ def load_run(run_dir: str | Path, checkpoint: Literal["final", "best"] = "final"
         recipe.runtime.device = device
     runtime = resolve_runtime(recipe.runtime)
     data = summary.get("data", {})
-    model = models.create(recipe.model.name, num_classes=int(data["classes"]), in_channels=int(data["input_shape"][-1]))
+    in_channels = 1 if data.get("features") else int(data["input_shape"][-1])  # audio: one log-mel channel
+    model = models.create(recipe.model.name, num_classes=int(data["classes"]), in_channels=in_channels)
     weights = run.checkpoint / WEIGHTS[checkpoint]
     load_state_into(model, load_tensors(weights), weights)
     model.to(runtime.device)
@@ -79,16 +81,29 @@ def load_run_data(run: LoadedRun, overrides: list[str] = ()) -> Dataset:
         raise KdlabError(f"{dataset.name} has classes {list(dataset.classes)[:4]}..., the run {run.path} was trained "
                          f"on {expected.get('class_names', [])[:4]}...: evaluation needs the same classes in the same order")
     if list(dataset.image_shape) != list(expected["input_shape"]):
-        raise KdlabError(f"{dataset.name} has {list(dataset.image_shape)} (HxWxC) images, the run {run.path} takes "
+        what = "samples long waveforms" if dataset.is_audio else "(HxWxC) images"
+        raise KdlabError(f"{dataset.name} has {list(dataset.image_shape)} {what}, the run {run.path} takes "
                          f"{expected['input_shape']}")
+    check_modality(data, dataset)
+    features = features_record(data, dataset)
+    if features != expected.get("features"):
+        raise KdlabError(f"{dataset.name} gives other inputs (audio features {features}) than the run {run.path} "
+                         f"was trained on ({expected.get('features')})")
     return dataset
 
 
 def eval_loader(run: LoadedRun, split: Split, batch_size: int | None = None) -> DeviceLoader:
-    """Un-augmented batches of ``split`` in order, normalised as the run was trained."""
+    """Un-augmented batches of ``split`` in order, normalised (and, for audio, turned into features) as the run was
+    trained."""
     recipe = run.recipe
+    features = None
+    if split.is_audio:
+        from kdlab.data.audio_features import LogMel
+
+        features = LogMel(run.summary["data"]["features"]["sample_rate"],
+                          **recipe.data.features.model_dump()).to(run.runtime.device)
     return DeviceLoader(split, run.runtime.device, batch_size or recipe.train.eval_batch_size, mean=recipe.data.mean,
-                        std=recipe.data.std, channels_last=run.runtime.channels_last)
+                        std=recipe.data.std, channels_last=run.runtime.channels_last, features=features)
 
 
 def penultimate(model: torch.nn.Module, loader: DeviceLoader, runtime: Runtime) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,6 +134,8 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] = (), checkpoint: Lit
     if missing:
         raise KdlabError(f"{dataset.name} has no {missing[0]} split (it has {', '.join(available)})")
     predictions = {name: predict(run.model, eval_loader(run, available[name]), run.runtime) for name in chosen}
+    groups = {name: None if available[name].groups is None else torch.from_numpy(available[name].groups)
+              for name in chosen}
     teacher_predictions = None
     method_params = run.recipe.method.model_extra or {}
     teacher_dir = method_params.get("teacher")
@@ -138,12 +155,13 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] = (), checkpoint: Lit
         "dataset": dataset.name,
         "data": {"fingerprint": dataset.fingerprint, "overrides": list(overrides)},
         "splits": {name: len(available[name]) for name in chosen},
-        **evaluation_record(predictions, teacher_predictions),
+        **evaluation_record(predictions, teacher_predictions, groups),
     }
     out = Path(out) if out is not None else run.path / f"eval-{checkpoint}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions").mkdir(exist_ok=True)
     for name, (logits, labels) in predictions.items():
-        atomic_savez(out / "predictions" / f"{name}.npz", logits=logits.numpy(), labels=labels.numpy())
+        extra = {} if groups[name] is None else {"groups": groups[name].numpy()}
+        atomic_savez(out / "predictions" / f"{name}.npz", logits=logits.numpy(), labels=labels.numpy(), **extra)
     atomic_write_json(out / "metrics.json", record)
     return record

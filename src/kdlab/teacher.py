@@ -35,11 +35,14 @@ class Renormalise(torch.nn.Module):
 
 
 def load_teacher(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["final", "best"] = "final", *,
-                 input_mean=None, input_std=None, same_dataset: bool = True) -> torch.nn.Module:
+                 input_mean=None, input_std=None, same_dataset: bool = True,
+                 features: dict | None = None) -> torch.nn.Module:
     """The network of the completed run ``run_dir``, frozen (eval mode, no gradients), on the CPU.
 
     Refused with a one-line error: a folder that is not a completed kdlab run, and a teacher whose class count,
-    class names, input shape (H x W x C) or (with ``same_dataset``) dataset differ from the student's ``dataset``.
+    class names, input shape (H x W x C, or the waveform length L), audio features (sample rate and log-mel
+    settings, compared with the student's ``features`` when given) or (with ``same_dataset``) dataset differ from
+    the student's ``dataset``.
     With the student's input statistics (``input_mean``, ``input_std``) differing from the teacher's, the teacher is
     wrapped in :class:`Renormalise`, so it always sees inputs normalised as in its own training.
     """
@@ -55,8 +58,17 @@ def load_teacher(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["fin
         raise KdlabError(f"teacher {run.path} takes {data.get('input_shape')} (HxWxC) inputs, the student's data has {student_shape}")
     if same_dataset and summary.get("dataset") != dataset.name:
         raise KdlabError(f"teacher {run.path} was trained on {summary.get('dataset')}, the student trains on {dataset.name}")
+    teacher_features = data.get("features")
+    if dataset.is_audio != (teacher_features is not None):
+        raise KdlabError(f"teacher {run.path} was trained on {'audio' if teacher_features else 'images'}, the "
+                         f"student's data {dataset.name} is {'audio' if dataset.is_audio else 'images'}")
+    if features is not None and teacher_features is not None and teacher_features != features:
+        differ = sorted(k for k in set(features) | set(teacher_features) if features.get(k) != teacher_features.get(k))
+        raise KdlabError(f"teacher {run.path} was trained on other audio features than the student's: "
+                         f"{', '.join(f'{k} {teacher_features.get(k)} vs {features.get(k)}' for k in differ)}")
     recipe = load_recipe(run.config)
-    teacher = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=student_shape[-1])
+    in_channels = 1 if dataset.is_audio else student_shape[-1]
+    teacher = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=in_channels)
     weights = run.checkpoint / WEIGHTS[checkpoint]
     load_state_into(teacher, load_tensors(weights), weights)
     if input_mean is not None and input_std is not None and \

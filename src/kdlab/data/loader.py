@@ -1,8 +1,14 @@
-"""The device loader: a whole split as one uint8 tensor on the training device, cut into batches there.
+"""The device loader: a whole split as one uint8 (images) or int16 (waveforms) tensor on the training device, cut
+into batches there.
 
 No worker processes, no per-sample Python: each epoch draws one permutation and one set of augmentation views for
 the whole split from a generator seeded by (seed, epoch), so an epoch's batches are a pure function of the seed and
 the epoch number. That is what lets a resumed run repeat the interrupted one exactly.
+
+Images: crop x flip (:class:`~kdlab.data.augment.CropFlip`), then per-channel normalisation, N x C x H x W. Audio:
+int16 / 32768, time shift and gain on the waveform, log-mel features (:class:`~kdlab.data.audio_features.LogMel`)
+computed on the device, normalisation by the scalar mean and std of the log-mel values, then SpecAugment masks
+(filled with 0, the mean): N x 1 x n_mels x frames (:class:`~kdlab.data.audio_augment.AudioAugment`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import torch
 
 from kdlab.data.augment import CropFlip, Views
 from kdlab.data.dataset import Split
+
+PCM_SCALE = 1.0 / 32768.0  # int16 PCM to [-1, 1)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -41,11 +49,31 @@ def channel_stats(*splits: np.ndarray) -> tuple[list[float], list[float]]:
     return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
 
 
+def logmel_stats(features: torch.nn.Module, *splits: np.ndarray, device: torch.device | str = "cpu",
+                 chunk: int = 256) -> tuple[list[float], list[float]]:
+    """Mean and standard deviation of every log-mel value of the int16 waveforms N x L of all ``splits`` together
+    (one value each: the features have one channel), accumulated in float64."""
+    total, total_sq, count = 0.0, 0.0, 0
+    with torch.inference_mode():
+        for waves in splits:
+            for start in range(0, waves.shape[0], chunk):
+                batch = torch.from_numpy(np.ascontiguousarray(waves[start : start + chunk])).to(device)
+                values = features(batch.float() * PCM_SCALE).double()
+                total += float(values.sum())
+                total_sq += float((values**2).sum())
+                count += values.numel()
+    mean = total / count
+    std = math.sqrt(max(total_sq / count - mean**2, 1e-12))
+    return [round(mean, 6)], [round(std, 6)]
+
+
 class DeviceLoader:
-    """Batches of (normalised float images N x C x H x W, int64 labels) from a split held on ``device``.
+    """Batches of (normalised float inputs N x C x H x W, int64 labels) from a split held on ``device``.
 
     ``augment`` runs on each whole batch on the device; ``mean`` and ``std`` are per channel on the [0, 1] scale.
     With ``channels_last`` the batches come out in channels_last memory order (free: the split is stored NHWC).
+    A split of waveforms needs ``features`` (a :class:`~kdlab.data.audio_features.LogMel` on ``device``); its
+    ``augment`` is an :class:`~kdlab.data.audio_augment.AudioAugment` and ``mean``/``std`` are one value each.
     """
 
     def __init__(
@@ -58,9 +86,10 @@ class DeviceLoader:
         std: Sequence[float],
         shuffle: bool = False,
         drop_last: bool = False,
-        augment: CropFlip | None = None,
+        augment=None,
         seed: int = 0,
         channels_last: bool = False,
+        features: torch.nn.Module | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -68,12 +97,18 @@ class DeviceLoader:
         self.images = torch.from_numpy(np.ascontiguousarray(split.images)).to(self.device)
         self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64)).to(self.device)
         self.source_index = torch.from_numpy(np.asarray(split.source_index, dtype=np.int64)).to(self.device)
-        channels = self.images.shape[-1]
+        self.groups = None if split.groups is None else torch.from_numpy(split.groups).to(self.device)
+        self.is_audio = split.is_audio
+        if self.is_audio and features is None:
+            raise ValueError("a split of waveforms needs features (a LogMel module)")
+        self.features = features
+        channels = 1 if self.is_audio else self.images.shape[-1]
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean/std need {channels} values, got {len(mean)} and {len(std)}")
         std_t = torch.tensor(std, dtype=torch.float32, device=self.device)
-        # x_norm = (x / 255 - mean) / std = x * scale + shift, folded into one multiply-add.
-        self._scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1)
+        # x_norm = (x / 255 - mean) / std = x * scale + shift, folded into one multiply-add (audio: (x - mean) / std
+        # on the log-mel values).
+        self._scale = (1.0 / ((1.0 if self.is_audio else 255.0) * std_t)).view(1, -1, 1, 1)
         self._shift = (-torch.tensor(mean, dtype=torch.float32, device=self.device) / std_t).view(1, -1, 1, 1)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -95,8 +130,14 @@ class DeviceLoader:
         n = self.num_samples
         generator = epoch_generator(self.seed, epoch)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        views = self.augment.sample(n, generator) if self.augment is not None else None
-        if views is not None:
+        if self.augment is None:
+            views = None
+        elif self.is_audio:
+            length = self.images.shape[1]
+            views = self.augment.sample(n, generator, length, self.features.n_mels, self.features.frames(length))
+            views = views.to(self.device)
+        else:
+            views = self.augment.sample(n, generator)
             views = Views(*(t.to(self.device) for t in (views.dy, views.dx, views.flip)))
         return order.to(self.device), views
 
@@ -118,20 +159,33 @@ class DeviceLoader:
         order, views = self.epoch_plan(epoch)
         for b in range(len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
-            images = self.images[index]
             batch_views = views[b * self.batch_size : (b + 1) * self.batch_size] if views is not None else None
-            if batch_views is not None:
-                images = self.augment.apply(images, batch_views)
+            inputs = self.inputs(self.images[index], batch_views)
             if not with_keys:
-                yield self.normalise(images), self.labels[index]
+                yield inputs, self.labels[index]
                 continue
             view = self.augment.view_index(batch_views) if batch_views is not None else torch.zeros_like(index)
-            yield self.normalise(images), self.labels[index], (self.source_index[index], view)
+            yield inputs, self.labels[index], (self.source_index[index], view)
 
     __iter__ = batches
 
+    def inputs(self, raw: torch.Tensor, views=None) -> torch.Tensor:
+        """The model inputs of a batch of stored samples (uint8 NHWC images or int16 N x L waveforms), with the
+        augmentation ``views`` of that batch applied (None: none)."""
+        if not self.is_audio:
+            if views is not None:
+                raw = self.augment.apply(raw, views)
+            return self.normalise(raw)
+        wave = raw.float() * PCM_SCALE
+        if views is not None:
+            wave = self.augment.apply_waveform(wave, views)
+        spectrogram = self.features(wave).mul_(self._scale).add_(self._shift)
+        if views is not None:
+            spectrogram = self.augment.apply_spectrogram(spectrogram, views)
+        return spectrogram.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
     def normalise(self, images_nhwc: torch.Tensor) -> torch.Tensor:
-        """uint8 N x H x W x C to normalised float32 N x C x H x W (channels_last memory if asked)."""
+        """uint8 N x H x W x C to normalised float32 N x C x H x W (channels_last memory if asked); images only."""
         x = images_nhwc.permute(0, 3, 1, 2)
         x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         return x.float().mul_(self._scale).add_(self._shift)

@@ -36,14 +36,23 @@ class MethodContext:
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
     model_name: str | None = None  # recipe model.name (online methods build their branches from it)
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W) of the model inputs; None: the images' own
+    features: dict | None = None  # audio: sample rate and log-mel settings (a teacher must have the same)
 
     @property
     def num_classes(self) -> int:
         return len(self.dataset.classes)
 
     @property
+    def model_input_shape(self) -> tuple[int, int, int]:
+        if self.input_shape is not None:
+            return tuple(self.input_shape)
+        h, w, c = self.dataset.image_shape
+        return c, h, w
+
+    @property
     def in_channels(self) -> int:
-        return int(self.dataset.train.images.shape[-1])
+        return int(self.model_input_shape[0])
 
 
 class Method(nn.Module, ABC):

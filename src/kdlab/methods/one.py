@@ -23,7 +23,7 @@ class OnTheFlyNativeEnsemble(OnlineMethod):
 
     def _trunk_width(self, context) -> int:
         with torch.no_grad():
-            probe = torch.zeros(2, context.in_channels, *context.dataset.train.images.shape[1:3])
+            probe = torch.zeros(2, *context.model_input_shape)
             was_training = self.branches.training
             self.branches.eval()
             width = self.branches.trunk(probe).shape[1]

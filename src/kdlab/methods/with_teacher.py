@@ -39,7 +39,7 @@ class WithTeacher(Method):
     def __init__(self, model, params, context: MethodContext):
         super().__init__(model, params, context)
         self.teacher = load_teacher(params.teacher, context.dataset, params.teacher_checkpoint,
-                                    input_mean=context.mean, input_std=context.std)
+                                    input_mean=context.mean, input_std=context.std, features=context.features)
 
     def teacher_logits(self, inputs: torch.Tensor, keys=None) -> torch.Tensor:
         """z^t for ``inputs``, computed without autograd bookkeeping (or looked up in the cache by ``keys``); a

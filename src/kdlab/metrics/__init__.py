@@ -6,16 +6,20 @@ N x K for the fidelity metrics). Everything is computed in float64 on the CPU an
 
 from __future__ import annotations
 
+import numpy as np
+
 from kdlab.metrics._inputs import as_logits_and_labels
 from kdlab.metrics.calibration import adaptive_ece, classwise_ece, ece, mce
 from kdlab.metrics.classification import accuracy, brier, nll, topk_accuracy
+from kdlab.metrics.clips import clip_accuracy, clip_nll, clip_probabilities
 from kdlab.metrics.fidelity import agreement, fidelity_all, fidelity_kl
 
 
-def evaluate_all(logits, labels) -> dict[str, float]:
+def evaluate_all(logits, labels, groups=None) -> dict[str, float]:
     """Every label metric with default settings (15 bins), in this key order:
 
-    acc, top5 (only when K > 5, where it is informative), nll, brier, ece, adaptive_ece, classwise_ece, mce.
+    acc, top5 (only when K > 5, where it is informative), nll, brier, ece, adaptive_ece, classwise_ece, mce, and
+    with ``groups`` (segments of clips) clip_acc, clip_nll and clips (their count).
     """
     z, y = as_logits_and_labels(logits, labels)  # convert and validate once
     out = {"acc": accuracy(z, y)}
@@ -27,6 +31,10 @@ def evaluate_all(logits, labels) -> dict[str, float]:
     out["adaptive_ece"] = adaptive_ece(z, y)
     out["classwise_ece"] = classwise_ece(z, y)
     out["mce"] = mce(z, y)
+    if groups is not None:
+        out["clip_acc"] = clip_accuracy(z, y, groups)
+        out["clip_nll"] = clip_nll(z, y, groups)
+        out["clips"] = int(len(np.unique(np.asarray(groups.cpu() if hasattr(groups, "cpu") else groups))))
     return out
 
 
@@ -36,6 +44,9 @@ __all__ = [
     "agreement",
     "brier",
     "classwise_ece",
+    "clip_accuracy",
+    "clip_nll",
+    "clip_probabilities",
     "ece",
     "evaluate_all",
     "fidelity_all",

@@ -49,8 +49,8 @@ class MultiBranch(nn.Module):
         networks = [models.create(name, num_classes=num_classes, in_channels=in_channels) for _ in range(branches)]
         stages = networks[0].stage_modules
         if not isinstance(networks[0], Classifier) or not stages:
-            raise KdlabError(f"model {name} cannot be split into a trunk and branches (only the resnet, wrn and vgg "
-                             f"families can)")
+            raise KdlabError(f"model {name} cannot be split into a trunk and branches (only the resnet, wrn, vgg and "
+                             f"audio_cnn families can)")
         trunk_stages = len(stages) - 1 if trunk_stages is None else trunk_stages
         if not 0 <= trunk_stages < len(stages):
             raise KdlabError(f"model {name} has {len(stages)} stages: the trunk takes 0 to {len(stages) - 1}, "

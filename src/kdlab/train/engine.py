@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -22,8 +23,8 @@ import kdlab
 from kdlab import methods, metrics, models
 from kdlab.config import Recipe, dump_recipe, load_recipe, method_params
 from kdlab.data import Dataset, LabelNoise, load_dataset
-from kdlab.data.augment import CropFlip
-from kdlab.data.loader import DeviceLoader, channel_stats
+from kdlab.data.inputs import features_record, fill_statistics, log_mel, make_loader, model_input_shape, probe_inputs
+from kdlab.data.loader import DeviceLoader
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_savez, atomic_write_text
 from kdlab.train import checkpoint
@@ -57,26 +58,34 @@ class Prepared:
 
 
 def prepare(recipe: Recipe) -> Prepared:
-    """Validate and build everything a run needs; writes nothing but the data cache. Fills data.mean/std."""
+    """Validate and build everything a run needs; writes nothing but the data cache. Fills data.mean/std (and, for
+    audio, data.features)."""
     runtime = resolve_runtime(recipe.runtime)
     data = recipe.data
     noise = LabelNoise(**data.label_noise.model_dump()) if data.label_noise is not None else None
     dataset = load_dataset(data.source, data.path, val_size=data.val_size, seed=recipe.seed, cache_dir=data.cache_dir,
                            label_noise=noise, **data.options)
-    if data.mean is None or data.std is None:
-        # Over train and val together: the whole training set, so the statistics (and everything keyed by them,
-        # like teacher-logit caches) do not depend on which validation split the seed carved.
-        mean, std = channel_stats(*(split.images for split in (dataset.train, dataset.val) if split is not None))
-        data.mean = data.mean or mean
-        data.std = data.std or std
-    channels = dataset.train.images.shape[-1]
-    if len(data.mean) != channels or len(data.std) != channels:
-        raise KdlabError(f"data.mean and data.std need {channels} values for {dataset.name}, got {len(data.mean)} and {len(data.std)}")
+    fill_statistics(data, dataset, runtime.device)
+    features = log_mel(data, dataset, runtime.device)
+
+    def loader(split, train: bool) -> DeviceLoader:
+        return make_loader(split, data, dataset, runtime.device,
+                           recipe.train.batch_size if train else recipe.train.eval_batch_size, train=train,
+                           seed=recipe.seed, drop_last=recipe.train.drop_last, channels_last=runtime.channels_last,
+                           features=features)
+
+    eval_loaders = {"test": loader(dataset.test, False)}
+    if dataset.val is not None:
+        eval_loaders = {"val": loader(dataset.val, False), **eval_loaders}
+    train_loader = loader(dataset.train, True)
+    input_shape = model_input_shape(data, dataset)
 
     torch.manual_seed(recipe.seed)
-    model = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=channels)
-    _check_model_fits(model, recipe.model.name, dataset)
-    method = methods.get(recipe.method.name)(model, method_params(recipe), methods.MethodContext(dataset, data.mean, data.std, recipe.model.name))
+    model = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=input_shape[0])
+    _check_model_fits(model, recipe.model.name, dataset, probe_inputs(eval_loaders["test"]))
+    context = methods.MethodContext(dataset, data.mean, data.std, recipe.model.name, input_shape=input_shape,
+                                    features=features_record(data, dataset))
+    method = methods.get(recipe.method.name)(model, method_params(recipe), context)
     method.to(runtime.device)
     if runtime.channels_last:
         method.to(memory_format=torch.channels_last)
@@ -86,25 +95,6 @@ def prepare(recipe: Recipe) -> Prepared:
     if method.frozen and should_compile_frozen(runtime.compile_setting, len(dataset.train.labels)):
         for name in method.frozen:
             setattr(method, name, CompiledInference(getattr(method, name)))
-
-    def loader(split, train: bool) -> DeviceLoader:
-        return DeviceLoader(
-            split,
-            runtime.device,
-            recipe.train.batch_size if train else recipe.train.eval_batch_size,
-            mean=data.mean,
-            std=data.std,
-            shuffle=train,
-            drop_last=train and recipe.train.drop_last,
-            augment=CropFlip(data.crop_padding, data.padding_mode, data.flip) if train else None,
-            seed=recipe.seed,
-            channels_last=runtime.channels_last,
-        )
-
-    eval_loaders = {"test": loader(dataset.test, False)}
-    if dataset.val is not None:
-        eval_loaders = {"val": loader(dataset.val, False), **eval_loaders}
-    train_loader = loader(dataset.train, True)
     attach_teacher_cache(recipe, runtime, dataset, method, train_loader)
     return Prepared(recipe, runtime, dataset, method, train_loader, eval_loaders)
 
@@ -147,17 +137,19 @@ def attach_teacher_cache(recipe: Recipe, runtime: Runtime, dataset: Dataset, met
         device=runtime.device, key=key, folder=folder)
 
 
-def _check_model_fits(model: torch.nn.Module, name: str, dataset: Dataset) -> None:
-    """One forward on two training images, so a model that cannot take this data fails before any run starts."""
-    images = torch.from_numpy(dataset.train.images[:2]).permute(0, 3, 1, 2).float()
+def _check_model_fits(model: torch.nn.Module, name: str, dataset: Dataset, inputs: torch.Tensor) -> None:
+    """One forward on two inputs, so a model that cannot take this data fails before any run starts."""
     model.eval()
     try:
         with torch.no_grad():
-            logits = model(images)
+            logits = model(inputs[:2])
     except RuntimeError as error:
-        shape = "x".join(str(s) for s in dataset.train.images.shape[1:])
+        if dataset.is_audio:
+            what = f"{'x'.join(str(s) for s in inputs.shape[1:])} (CxFxT) log-mel inputs"
+        else:
+            what = f"{'x'.join(str(s) for s in dataset.train.images.shape[1:])} (HxWxC) images"
         reason = str(error).strip().splitlines()[0]
-        raise KdlabError(f"model {name} cannot take the {shape} (HxWxC) images of {dataset.name}: {reason}") from None
+        raise KdlabError(f"model {name} cannot take the {what} of {dataset.name}: {reason}") from None
     finally:
         model.train()
     if tuple(logits.shape) != (2, len(dataset.classes)):
@@ -227,6 +219,7 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
     run.write_summary(summary("running"))
     last_predictions: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     last_heads = None
+    groups = {split: loader.groups for split, loader in prepared.eval_loaders.items()}
     try:
         for epoch in range(start_epoch, epochs):
             epoch_start = time.perf_counter()
@@ -240,10 +233,10 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
             record["train_acc"] = correct / seen
             last_predictions, last_heads = evaluate_method(method, prepared.eval_loaders, runtime)
             for split, predictions in last_predictions.items():
-                record.update({f"{split}_{k}": v for k, v in split_metrics(*predictions).items()})
+                record.update({f"{split}_{k}": v for k, v in split_metrics(*predictions, groups[split]).items()})
             if last_heads is not None:
                 record["inference_head"] = method.inference_head
-                record.update(head_metrics(last_heads))
+                record.update(head_metrics(last_heads, groups))
             record["epoch_seconds"] = time.perf_counter() - epoch_start
             record["train_images_per_second"] = seen / seconds
             history.append(record)
@@ -266,16 +259,18 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
             last_predictions, last_heads = evaluate_method(method, prepared.eval_loaders, runtime)
         run.predictions.mkdir(exist_ok=True)
         for split, (logits, labels) in last_predictions.items():
-            atomic_savez(run.predictions / f"{split}.npz", logits=logits.numpy(), labels=labels.numpy())
+            extra = {} if groups[split] is None else {"groups": groups[split].cpu().numpy()}
+            atomic_savez(run.predictions / f"{split}.npz", logits=logits.numpy(), labels=labels.numpy(), **extra)
         checkpoint.save_tensors(run.checkpoint / "model.safetensors", method.export_state())
         teacher = getattr(method, "teacher", None)
         teacher_predictions = {split: predict(teacher, loader, runtime) for split, loader in prepared.eval_loaders.items()} \
             if teacher is not None else None
-        evaluation = {"checkpoint": "final", **evaluation_record(last_predictions, teacher_predictions)}
+        evaluation = {"checkpoint": "final", **evaluation_record(last_predictions, teacher_predictions, groups)}
         final = {**summary("completed"), "evaluation": evaluation}
         if last_heads is not None:
             final["inference_head"] = method.inference_head
-            final["heads"] = {head: {split: metrics.evaluate_all(*per_head[head]) for split, per_head in last_heads.items()}
+            final["heads"] = {head: {split: metrics.evaluate_all(*per_head[head], groups[split])
+                                     for split, per_head in last_heads.items()}
                               for head in next(iter(last_heads.values()))}
         run.write_summary(final)
         return final
@@ -329,7 +324,7 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
 
 
 def _selected(record: dict) -> dict:
-    keys = ("epoch", "test_acc", "test_nll", "test_ece", "val_acc", "val_nll", "val_ece")
+    keys = ("epoch", "test_acc", "test_nll", "test_ece", "test_clip_acc", "val_acc", "val_nll", "val_ece", "val_clip_acc")
     return {k: record[k] for k in keys if k in record}
 
 
@@ -380,6 +375,9 @@ def _summary(prepared: Prepared, status, history, best, best_by, wall, images_pe
             "classes": len(dataset.classes),
             "class_names": list(dataset.classes),
             "input_shape": list(dataset.train.images.shape[1:]),
+            "features": features_record(recipe.data, dataset),
+            "groups": {name: int(len(np.unique(split.groups))) for name in ("train", "val", "test")
+                       if (split := getattr(dataset, name)) is not None and split.groups is not None} or None,
             "train": len(dataset.train.labels),
             "val": len(dataset.val.labels) if dataset.val is not None else 0,
             "test": len(dataset.test.labels),

@@ -50,26 +50,37 @@ def evaluate_method(method, loaders: dict[str, DeviceLoader], runtime: Runtime):
     return {split: per_head[method.inference_head] for split, per_head in heads.items()}, heads
 
 
-def head_metrics(heads: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]) -> dict[str, float]:
-    """``{split}_{acc|nll|ece}@{head}`` for every split and head (the keys of metrics.jsonl)."""
+def head_metrics(heads: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]],
+                 groups: dict[str, torch.Tensor | None] | None = None) -> dict[str, float]:
+    """``{split}_{acc|nll|ece}@{head}`` (and ``clip_acc`` for segmented audio) for every split and head (the keys
+    of metrics.jsonl)."""
+    groups = groups or {}
     return {f"{split}_{name}@{head}": value for split, per_head in heads.items()
-            for head, pred in per_head.items() for name, value in split_metrics(*pred).items()}
+            for head, pred in per_head.items() for name, value in split_metrics(*pred, groups.get(split)).items()}
 
 
-def split_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    return {
+def split_metrics(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None = None) -> dict[str, float]:
+    """acc, nll, ece per epoch; with ``groups`` (segments of clips) also clip_acc (:mod:`kdlab.metrics.clips`)."""
+    record = {
         "acc": metrics.accuracy(logits, labels),
         "nll": metrics.nll(logits, labels),
         "ece": metrics.ece(logits, labels),
     }
+    if groups is not None:
+        record["clip_acc"] = metrics.clip_accuracy(logits, labels, groups)
+    return record
 
 
 def evaluation_record(predictions: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                      teacher_predictions: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict:
-    """Every metric of :func:`kdlab.metrics.evaluate_all` per split; with a val and a test split, the temperature
-    fitted on val (Guo et al. 2017) and the test metrics before and after scaling; with a teacher, top-1 agreement
-    and KL(teacher || student) per split (Stanton et al. 2021)."""
-    record: dict = {split: metrics.evaluate_all(logits, labels) for split, (logits, labels) in predictions.items()}
+                      teacher_predictions: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                      groups: dict[str, torch.Tensor | None] | None = None) -> dict:
+    """Every metric of :func:`kdlab.metrics.evaluate_all` per split (with clip-level metrics where ``groups`` has
+    the split's recording of each segment); with a val and a test split, the temperature fitted on val (Guo et al.
+    2017) and the test metrics before and after scaling; with a teacher, top-1 agreement and KL(teacher || student)
+    per split (Stanton et al. 2021)."""
+    groups = groups or {}
+    record: dict = {split: metrics.evaluate_all(logits, labels, groups.get(split))
+                    for split, (logits, labels) in predictions.items()}
     if "val" in predictions and "test" in predictions:
         record["calibration"] = {"fitted_on": "val", "evaluated_on": "test",
                                  **calibrate.calibration_report(*predictions["val"], *predictions["test"])}

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Callable
 
 from kdlab.data.dataset import Dataset
+from kdlab.data.sources.audio_folder import decode_audio_folder
 from kdlab.data.sources.cifar10 import decode_cifar10, locate_cifar10
 from kdlab.data.sources.cifar100 import decode_cifar100, locate_cifar100
 from kdlab.data.sources.digits import decode_digits, digits_version
 from kdlab.data.sources.folder import decode_folder
+from kdlab.data.sources.fsdd import decode_fsdd
 from kdlab.data.sources.idx import decode_idx
 
 SOURCES: dict[str, Callable[..., Dataset]] = {
@@ -24,6 +26,8 @@ SOURCES: dict[str, Callable[..., Dataset]] = {
     "cifar10": decode_cifar10,
     "cifar100": decode_cifar100,
     "folder": decode_folder,
+    "fsdd": decode_fsdd,
+    "audio_folder": decode_audio_folder,
 }
 
 DATA_FOLDERS: dict[str, Callable[[str], Path]] = {"cifar10": locate_cifar10, "cifar100": locate_cifar100}

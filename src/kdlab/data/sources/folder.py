@@ -11,16 +11,34 @@ have the same ones. Within a class, files are taken in sorted name order. Every 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kdlab.data.dataset import Dataset, Split
 from kdlab.data.sources.common import data_folder, make_split
-from kdlab.data.sources.image_files import CHANNELS, IMAGE_SUFFIXES, decode_images, is_image_file
+from kdlab.data.sources.image_files import CHANNELS, IMAGE_SUFFIXES, decode_images
 from kdlab.errors import KdlabError
 
 VAL_FOLDER_NAMES = ("val", "valid")
+
+
+@dataclass(frozen=True)
+class SampleFiles:
+    """What a class folder holds, for the listing helpers and their messages (images here, audio clips in
+    :mod:`kdlab.data.sources.audio_folder`)."""
+
+    suffixes: tuple[str, ...]
+    a_file: str  # "an image file"
+    plural: str  # "images"
+    example: str  # "<image>.png"
+
+    def matches(self, name: str) -> bool:
+        return name.lower().endswith(self.suffixes)
+
+
+IMAGE_FILES = SampleFiles(IMAGE_SUFFIXES, "an image file", "images", "<image>.png")
 
 
 def visible_entries(folder: Path) -> list[os.DirEntry]:
@@ -28,39 +46,39 @@ def visible_entries(folder: Path) -> list[os.DirEntry]:
         return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
 
 
-def class_folders(split_folder: Path) -> list[str]:
-    """Sorted names of the class sub-folders of ``split_folder``; loose images there are an error."""
+def class_folders(split_folder: Path, kind: SampleFiles = IMAGE_FILES) -> list[str]:
+    """Sorted names of the class sub-folders of ``split_folder``; loose images (``kind`` files) there are an error."""
     names = []
     for entry in visible_entries(split_folder):
         if entry.is_dir():
             names.append(entry.name)
-        elif is_image_file(entry.name):
-            raise KdlabError(f"{entry.path}: images must be inside one sub-folder per class, not directly in "
+        elif kind.matches(entry.name):
+            raise KdlabError(f"{entry.path}: {kind.plural} must be inside one sub-folder per class, not directly in "
                              f"{split_folder}")
     if not names:
-        raise KdlabError(f"{split_folder}: no class folders (expected {split_folder}/<class>/<image>.png)")
+        raise KdlabError(f"{split_folder}: no class folders (expected {split_folder}/<class>/{kind.example})")
     return names
 
 
-def image_files(class_folder: Path) -> list[str]:
-    """The image files of one class folder, in sorted order; none, or a foreign entry, is an error."""
+def sample_files(class_folder: Path, kind: SampleFiles = IMAGE_FILES) -> list[str]:
+    """The image (``kind``) files of one class folder, in sorted order; none, or a foreign entry, is an error."""
     files = []
     for entry in visible_entries(class_folder):
-        if not (entry.is_file() and is_image_file(entry.name)):
-            raise KdlabError(f"{entry.path}: not an image file (a class folder may hold only "
-                             f"{', '.join(IMAGE_SUFFIXES)} files)")
+        if not (entry.is_file() and kind.matches(entry.name)):
+            raise KdlabError(f"{entry.path}: not {kind.a_file} (a class folder may hold only "
+                             f"{', '.join(kind.suffixes)} files)")
         files.append(entry.path)
     if not files:
-        raise KdlabError(f"{class_folder}: empty class folder (no {', '.join(IMAGE_SUFFIXES)} files)")
+        raise KdlabError(f"{class_folder}: empty class folder (no {', '.join(kind.suffixes)} files)")
     return files
 
 
-def split_folders(root: Path) -> dict[str, Path]:
+def split_folders(root: Path, kind: SampleFiles = IMAGE_FILES) -> dict[str, Path]:
     """{"train": ..., "test": ..., and "val": ... if there is one} under ``root``."""
     folders = {}
     for split in ("train", "test"):
         if not (root / split).is_dir():
-            raise KdlabError(f"{root}: missing {split}/ folder (expected {root}/{split}/<class>/<image>)")
+            raise KdlabError(f"{root}: missing {split}/ folder (expected {root}/{split}/<class>/{kind.example})")
         folders[split] = root / split
     val = [root / name for name in VAL_FOLDER_NAMES if (root / name).is_dir()]
     if len(val) > 1:
@@ -70,9 +88,10 @@ def split_folders(root: Path) -> dict[str, Path]:
     return folders
 
 
-def list_split(split_folder: Path, classes: list[str], train_folder: Path) -> tuple[list[str], np.ndarray]:
-    """The image files of one split and their labels (indices into ``classes``)."""
-    found = class_folders(split_folder)
+def list_split(split_folder: Path, classes: list[str], train_folder: Path,
+               kind: SampleFiles = IMAGE_FILES) -> tuple[list[str], np.ndarray]:
+    """The image (``kind``) files of one split and their labels (indices into ``classes``)."""
+    found = class_folders(split_folder, kind)
     if found != classes:
         only_train = sorted(set(classes) - set(found))
         only_here = sorted(set(found) - set(classes))
@@ -80,7 +99,7 @@ def list_split(split_folder: Path, classes: list[str], train_folder: Path) -> tu
                          f"{only_train or 'none'}; only in {split_folder.name}: {only_here or 'none'}")
     files, labels = [], []
     for label, name in enumerate(classes):
-        class_files = image_files(split_folder / name)
+        class_files = sample_files(split_folder / name, kind)
         files += class_files
         labels += [label] * len(class_files)
     return files, np.asarray(labels, dtype=np.int64)

@@ -1,0 +1,122 @@
+"""How a recipe's data section turns stored samples into model inputs: the loaders of a run, for images and audio.
+
+Images: the training loader crops and flips (``data.crop_padding``, ``data.padding_mode``, ``data.flip``) and every
+loader normalises per channel with ``data.mean`` / ``data.std``. Audio: every loader computes log-mel features
+(``data.features``) on the device and normalises them with the scalar ``data.mean`` / ``data.std`` of the log-mel
+values; the training loader also augments (``data.audio_augment``: time shift, gain, SpecAugment). ``fill_statistics``
+computes whatever the recipe leaves open (mean, std, the default features) from the training data, so the run's
+``config.yaml`` records the exact input pipeline.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kdlab.config import DataConfig, LogMelConfig
+from kdlab.data.augment import CropFlip
+from kdlab.data.dataset import Dataset, Split
+from kdlab.data.loader import DeviceLoader, channel_stats, logmel_stats
+from kdlab.errors import KdlabError
+
+
+def check_modality(data: DataConfig, dataset: Dataset) -> None:
+    """Image augmentation on audio, or audio settings on images, is a user error naming the keys."""
+    if dataset.is_audio:
+        image_keys = [key for key, value in (("crop_padding", data.crop_padding), ("flip", data.flip)) if value]
+        if image_keys:
+            raise KdlabError(f"data.{image_keys[0]}: {dataset.name} is audio; crop and flip are image augmentations "
+                             f"(use data.audio_augment: time_shift, gain_db, freq_masks, time_masks)")
+    else:
+        audio_keys = [key for key in ("features", "audio_augment") if getattr(data, key) is not None]
+        if audio_keys:
+            raise KdlabError(f"data.{audio_keys[0]}: {dataset.name} is images, not audio; remove it")
+
+
+def log_mel(data: DataConfig, dataset: Dataset, device: torch.device | str = "cpu"):
+    """The :class:`~kdlab.data.audio_features.LogMel` of an audio dataset (None for images), on ``device``."""
+    if not dataset.is_audio:
+        return None
+    from kdlab.data.audio_features import LogMel
+
+    config = data.features or LogMelConfig()
+    try:
+        return LogMel(dataset.sample_rate, **config.model_dump()).to(device)
+    except ValueError as error:
+        raise KdlabError(f"data.features: {error} (sample rate {dataset.sample_rate} Hz)") from None
+
+
+def fill_statistics(data: DataConfig, dataset: Dataset, device: torch.device | str = "cpu") -> None:
+    """Fill ``data.mean`` / ``data.std`` from train + val (and, for audio, ``data.features`` with its defaults)."""
+    check_modality(data, dataset)
+    if dataset.is_audio:
+        # Spell out the defaults that depend on the data (hop n_fft / 4, f_max half the sample rate), so the run
+        # records the exact features and two spellings of one setting compare equal.
+        features = data.features or LogMelConfig()
+        data.features = features.model_copy(update={
+            "hop_length": features.hop_length or features.n_fft // 4,
+            "f_max": features.f_max if features.f_max is not None else dataset.sample_rate / 2})
+    if data.mean is not None and data.std is not None:
+        return
+    splits = [split.images for split in (dataset.train, dataset.val) if split is not None]
+    # Over train and val together: the whole training set, so the statistics (and everything keyed by them, like
+    # teacher-logit caches) do not depend on which validation split the seed carved.
+    if dataset.is_audio:
+        mean, std = logmel_stats(log_mel(data, dataset, device), *splits, device=device)
+    else:
+        mean, std = channel_stats(*splits)
+    data.mean = data.mean or mean
+    data.std = data.std or std
+
+
+def train_augment(data: DataConfig, dataset: Dataset):
+    """The training augmentation: crop x flip for images, :class:`AudioAugment` for audio (None: none)."""
+    check_modality(data, dataset)
+    if not dataset.is_audio:
+        return CropFlip(data.crop_padding, data.padding_mode, data.flip)
+    if data.audio_augment is None:
+        return None
+    from kdlab.data.audio_augment import AudioAugment
+
+    try:
+        return AudioAugment(**data.audio_augment.model_dump())
+    except ValueError as error:
+        raise KdlabError(f"data.audio_augment: {error}") from None
+
+
+def make_loader(split: Split, data: DataConfig, dataset: Dataset, device: torch.device, batch_size: int, *,
+                train: bool = False, seed: int = 0, drop_last: bool = False, channels_last: bool = False,
+                features: torch.nn.Module | None = None) -> DeviceLoader:
+    """A loader of ``split`` as the recipe's data section says: shuffled and augmented with ``train``, else in order
+    and un-augmented. ``features`` may pass one shared LogMel module (built here if None)."""
+    channels = 1 if dataset.is_audio else dataset.image_shape[-1]
+    if len(data.mean or ()) != channels or len(data.std or ()) != channels:
+        raise KdlabError(f"data.mean and data.std need {channels} value(s) for {dataset.name}, got "
+                         f"{len(data.mean or ())} and {len(data.std or ())}")
+    if dataset.is_audio and features is None:
+        features = log_mel(data, dataset, device)
+    return DeviceLoader(split, device, batch_size, mean=data.mean, std=data.std, shuffle=train,
+                        drop_last=train and drop_last, augment=train_augment(data, dataset) if train else None,
+                        seed=seed, channels_last=channels_last, features=features)
+
+
+def model_input_shape(data: DataConfig, dataset: Dataset) -> tuple[int, int, int]:
+    """(C, H, W) of the model inputs: (C, H, W) of the images, or (1, n_mels, frames) for audio."""
+    if not dataset.is_audio:
+        h, w, c = dataset.image_shape
+        return int(c), int(h), int(w)
+    features = log_mel(data, dataset)
+    return 1, int(features.n_mels), int(features.frames(dataset.image_shape[0]))
+
+
+def probe_inputs(loader: DeviceLoader, count: int = 2) -> torch.Tensor:
+    """The model inputs of the first ``count`` samples of ``loader``'s split, un-augmented, on the CPU."""
+    with torch.inference_mode():
+        return loader.inputs(loader.images[:count]).float().cpu().contiguous()
+
+
+def features_record(data: DataConfig, dataset: Dataset) -> dict | None:
+    """What a model trained on these inputs depends on beyond the waveform (sample rate + features), or None for
+    images: teachers and evaluations on other data must match it."""
+    if not dataset.is_audio:
+        return None
+    return {"sample_rate": dataset.sample_rate, **(data.features or LogMelConfig()).model_dump()}
