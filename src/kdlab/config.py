@@ -63,6 +63,9 @@ class DataConfig(Strict):
     path: str | None = Field(None, description="where the files are (not needed for digits)")
     options: dict[str, Any] = Field(default_factory=dict, description="source-specific options, e.g. classes")
     val_size: float = Field(0, ge=0, description="validation samples carved from train: a count, or a fraction < 1")
+    train_size: float = Field(0, ge=0, description="keep only this many training samples (a count, or a fraction "
+                              "< 1; 0: all): a stratified subset drawn with a fixed seed, the same in every run, "
+                              "taken before the validation split")
     crop_padding: int = Field(0, ge=0, description="random crop of the original size after padding each side")
     padding_mode: Literal["zero", "reflect"] = "zero"
     flip: bool = Field(False, description="random horizontal flip")
@@ -87,11 +90,11 @@ class DataConfig(Strict):
             raise ValueError("every std must be > 0")
         return value
 
-    @field_validator("val_size")
+    @field_validator("val_size", "train_size")
     @classmethod
     def _val_size(cls, value: float) -> float:
         if value >= 1 and value != int(value):
-            raise ValueError("val_size must be a whole count or a fraction below 1")
+            raise ValueError("must be a whole count or a fraction below 1")
         return int(value) if value >= 1 else value
 
 

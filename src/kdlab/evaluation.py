@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from kdlab import models
-from kdlab.config import LabelNoiseConfig, Recipe, apply_overrides, load_recipe
-from kdlab.data import Dataset, LabelNoise, Split, load_dataset
-from kdlab.data.inputs import check_modality, features_record
+from kdlab.config import Recipe, apply_overrides, load_recipe
+from kdlab.data import Dataset, Split
+from kdlab.data.inputs import check_modality, features_record, recipe_dataset
 from kdlab.data.loader import DeviceLoader
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_savez, atomic_write_json
@@ -73,9 +73,7 @@ def load_run_data(run: LoadedRun, overrides: list[str] = ()) -> Dataset:
         raise KdlabError(f"eval overrides change the data only (data.path=..., data.source=...), got {bad!r}")
     raw = apply_overrides(run.recipe.to_dict(), list(overrides))
     data = load_recipe(raw=raw).data if overrides else run.recipe.data
-    noise = LabelNoise(**data.label_noise.model_dump()) if isinstance(data.label_noise, LabelNoiseConfig) else None
-    dataset = load_dataset(data.source, data.path, val_size=data.val_size, seed=run.recipe.seed,
-                           cache_dir=data.cache_dir, label_noise=noise, **data.options)
+    dataset = recipe_dataset(data, run.recipe.seed)
     expected = run.summary["data"]
     if list(dataset.classes) != list(expected.get("class_names", dataset.classes)):
         raise KdlabError(f"{dataset.name} has classes {list(dataset.classes)[:4]}..., the run {run.path} was trained "

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from kdlab import methods, models
 from kdlab.config import load_recipe, method_params
-from kdlab.data import load_dataset
-from kdlab.data.inputs import features_record, model_input_shape
+from kdlab.data.inputs import features_record, model_input_shape, recipe_dataset
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json
 from kdlab.train.checkpoint import load_state_into, load_tensors, read_state, save_tensors
@@ -35,8 +34,7 @@ def export_head(run_dir: str | Path, head: str, out: str | Path) -> Path:
     if out.exists():
         raise KdlabError(f"export: {out} already exists")
     data = recipe.data
-    dataset = load_dataset(data.source, data.path, val_size=data.val_size, seed=recipe.seed, cache_dir=data.cache_dir,
-                           **data.options)
+    dataset = recipe_dataset(data, recipe.seed)
     context = methods.MethodContext(dataset, data.mean, data.std, recipe.model.name,
                                     input_shape=model_input_shape(data, dataset),
                                     features=features_record(data, dataset))

@@ -15,7 +15,7 @@ from kdlab.data.dataset import Dataset, Split
 from kdlab.data.noise import LabelNoise, restore_clean_val, with_label_noise
 from kdlab.data.sources import CONTENT_VERSIONS, DATA_FOLDERS, SOURCES
 from kdlab.data.sources.common import data_folder
-from kdlab.data.split import carve_validation
+from kdlab.data.split import carve_validation, take_train_subset
 from kdlab.errors import KdlabError
 
 __all__ = ["Dataset", "LabelNoise", "Split", "SOURCES", "carve_validation", "load_dataset"]
@@ -38,6 +38,7 @@ def load_dataset(
     path: str | os.PathLike | None = None,
     *,
     val_size: int | float = 0,
+    train_size: int | float = 0,
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     label_noise: LabelNoise | None = None,
@@ -47,8 +48,10 @@ def load_dataset(
 
     ``options`` go to the source (e.g. ``classes`` for idx, ``mode`` for folder). With ``val_size`` (a count, or
     a fraction in (0, 1)) a stratified validation split is carved from train with ``seed``, unless the source
-    has its own. With ``label_noise`` the training labels are corrupted (before the validation split is carved,
-    see :mod:`kdlab.data.noise`). The result's ``fingerprint`` is the cache key, extended by the label-noise and
+    has its own. With ``train_size`` (a count or a fraction; 0: all) only a fixed stratified subset of the training
+    split is kept, the same for every seed (:func:`kdlab.data.split.take_train_subset`), before anything else. With
+    ``label_noise`` the training labels are corrupted (before the validation split is carved, see
+    :mod:`kdlab.data.noise`). The result's ``fingerprint`` is the cache key, extended by the label-noise and
     validation-split parameters.
     """
     if source not in SOURCES:
@@ -71,6 +74,7 @@ def load_dataset(
         dataset = replace(decoded, fingerprint=key)
         cache.store_entry(root, source, key, dataset)
     dataset = replace(dataset, source_fingerprint=key)
+    dataset = take_train_subset(dataset, train_size)
     if label_noise is not None and label_noise.rate > 0:
         dataset = with_label_noise(dataset, label_noise)
     dataset = carve_validation(dataset, val_size, seed)

@@ -13,10 +13,20 @@ from __future__ import annotations
 import torch
 
 from kdlab.config import DataConfig, LogMelConfig
+from kdlab.data import load_dataset
 from kdlab.data.augment import CropFlip
 from kdlab.data.dataset import Dataset, Split
+from kdlab.data.noise import LabelNoise
 from kdlab.data.loader import DeviceLoader, channel_stats, logmel_stats
 from kdlab.errors import KdlabError
+
+
+def recipe_dataset(data: DataConfig, seed: int) -> Dataset:
+    """The dataset a recipe's data section names: its source and options, training subset, label noise and the
+    validation split of run seed ``seed``."""
+    noise = LabelNoise(**data.label_noise.model_dump()) if data.label_noise is not None else None
+    return load_dataset(data.source, data.path, val_size=data.val_size, train_size=data.train_size, seed=seed,
+                        cache_dir=data.cache_dir, label_noise=noise, **data.options)
 
 
 def check_modality(data: DataConfig, dataset: Dataset) -> None:

@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from kdlab.data.augment import CropFlip, Views
+from kdlab.data.augment import Views
 from kdlab.data.dataset import Split
 
 PCM_SCALE = 1.0 / 32768.0  # int16 PCM to [-1, 1)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from kdlab.data.dataset import Dataset, Split
+from kdlab.data.dataset import Dataset
 
 KINDS = ("symmetric", "pair")
 

@@ -1,4 +1,5 @@
-"""Seeded stratified splits: a validation split carved from train, and the split of sources with no official one.
+"""Seeded stratified splits: a validation split carved from train, a training subset (low-data regimes), and the
+split of sources with no official one.
 
 Both use ``sklearn.model_selection.train_test_split(stratify=labels, random_state=seed)`` on sample indices, so
 each class keeps its share in both parts and the same seed always gives the same split. Both parts keep the
@@ -92,3 +93,26 @@ def _grouped_split(split: Split, count: int, seed: int, where: str) -> tuple[np.
     _, taken_groups = stratified_split(group_labels, take, seed, where)
     in_val = np.isin(split.groups, groups[taken_groups])
     return np.flatnonzero(~in_val), np.flatnonzero(in_val)
+
+
+SUBSET_SEED = 0  # the training subset is the same in every run, whatever its seed, so runs pair by seed
+
+
+def take_train_subset(dataset: Dataset, size: int | float) -> Dataset:
+    """Keep ``size`` training samples (a count, or a fraction in (0, 1)), stratified by label, drawn with the fixed
+    seed :data:`SUBSET_SEED` (whole recordings for segmented audio); ``size == 0`` keeps everything. The other splits
+    are untouched; the fingerprint records the count."""
+    count = validation_count(size, len(dataset.train) + 1, f"{dataset.name} data.train_size")
+    if count == 0 or count == len(dataset.train):
+        return dataset
+    if count > len(dataset.train):
+        raise KdlabError(f"{dataset.name}: data.train_size {size!r} asks for {count} of only {len(dataset.train)} "
+                         f"training samples")
+    train = dataset.train
+    where = f"{dataset.name} data.train_size"
+    if train.groups is None:
+        _, kept = stratified_split(train.labels, count, SUBSET_SEED, where)
+    else:
+        _, kept = _grouped_split(train, count, SUBSET_SEED, where)
+    fingerprint = hashlib.sha256(f"{dataset.fingerprint}|train_size={count}".encode()).hexdigest()
+    return replace(dataset, train=train.take(kept), fingerprint=fingerprint)

@@ -22,8 +22,9 @@ from tqdm import tqdm
 import kdlab
 from kdlab import methods, metrics, models
 from kdlab.config import Recipe, dump_recipe, load_recipe, method_params
-from kdlab.data import Dataset, LabelNoise, load_dataset
-from kdlab.data.inputs import features_record, fill_statistics, log_mel, make_loader, model_input_shape, probe_inputs
+from kdlab.data import Dataset
+from kdlab.data.inputs import (features_record, fill_statistics, log_mel, make_loader, model_input_shape, probe_inputs,
+                               recipe_dataset)
 from kdlab.data.loader import DeviceLoader
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_savez, atomic_write_text
@@ -62,9 +63,7 @@ def prepare(recipe: Recipe) -> Prepared:
     audio, data.features)."""
     runtime = resolve_runtime(recipe.runtime)
     data = recipe.data
-    noise = LabelNoise(**data.label_noise.model_dump()) if data.label_noise is not None else None
-    dataset = load_dataset(data.source, data.path, val_size=data.val_size, seed=recipe.seed, cache_dir=data.cache_dir,
-                           label_noise=noise, **data.options)
+    dataset = recipe_dataset(data, recipe.seed)
     fill_statistics(data, dataset, runtime.device)
     features = log_mel(data, dataset, runtime.device)
 
