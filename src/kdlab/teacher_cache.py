@@ -44,14 +44,16 @@ def file_sha256(path: Path) -> str:
 
 def cache_key(*, teacher_weights: Path, source_fingerprint: str, augment: dict, normalisation: dict,
               precision: str, device_type: str, num_samples: int, num_classes: int,
-              teacher_compiled: bool = False) -> str:
+              teacher_compiled: bool = False, features: dict | None = None) -> str:
     """The hash of everything a cached value depends on (a compiled teacher's logits differ from eager ones by
-    rounding, so which of the two fills the cache is part of the key)."""
+    rounding, so which of the two fills the cache is part of the key; audio inputs depend on their features)."""
     parts = {"format": FORMAT, "teacher": file_sha256(teacher_weights), "source": source_fingerprint,
              "augment": augment, "normalisation": normalisation, "precision": precision, "device": device_type,
              "samples": num_samples, "classes": num_classes}
     if teacher_compiled:  # only then, so caches filled by eager teachers keep their keys
         parts["teacher_compiled"] = True
+    if features is not None:  # only for audio, so image caches keep their keys
+        parts["features"] = features
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -105,11 +107,9 @@ class TeacherLogitCache:
                 view = torch.full_like(index, v)
                 if bool(self.filled[sample, view].all()):
                     continue
-                images = loader.images[index]
-                if augment is not None:
-                    images = augment.apply(images, augment.views_of(view))
+                views_of = augment.views_of(view) if augment is not None else None
                 before = self.misses
-                self.logits(teacher, loader.normalise(images), (sample, view))
+                self.logits(teacher, loader.inputs(loader.images[index], views_of), (sample, view))
                 if progress is not None:
                     progress(self.misses - before)
 

@@ -124,7 +124,7 @@ def attach_teacher_cache(recipe: Recipe, runtime: Runtime, dataset: Dataset, met
                        "teacher": [teacher_recipe.data.mean, teacher_recipe.data.std]},
         precision=runtime.precision, device_type=runtime.device.type,
         teacher_compiled=isinstance(method.teacher, CompiledInference),
-        num_samples=samples, num_classes=len(dataset.classes),
+        num_samples=samples, num_classes=len(dataset.classes), features=features_record(recipe.data, dataset),
     )
     folder = cache_root(recipe.data.cache_dir) / "teacher-logits" / key if mode in ("auto", "disk") else None
     table_bytes = samples * train_loader.num_views * len(dataset.classes) * (2 if runtime.precision == "bf16" else 4)
