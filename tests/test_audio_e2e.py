@@ -196,3 +196,28 @@ def test_resumed_audio_run_with_augmentation_repeats_exactly(tones, tmp_path, mo
     assert resumed["final"] == whole["final"]
     np.testing.assert_array_equal(np.load(tmp_path / "cut" / "predictions" / "test.npz")["logits"],
                                   np.load(tmp_path / "whole" / "predictions" / "test.npz")["logits"])
+
+
+@pytest.mark.slow
+def test_the_gtzan_recipe_runs_on_a_folder_in_gtzan_layout(tmp_path):
+    """recipes/gtzan.yaml unchanged but for data.path, the epoch count, a larger test fraction and no validation split
+    (too few clips here to stratify the recipe's), on 30-second 22,050 Hz AU clips in genres/<genre>/<genre>.000NN.au: ten 3-second segments per
+    clip, clip-level accuracy reported."""
+    genres = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
+    rng = np.random.default_rng(0)
+    t = np.arange(30 * 22050) / 22050
+    for k, genre in enumerate(genres):
+        (tmp_path / "genres" / genre).mkdir(parents=True)
+        for clip in range(3):
+            wave = 0.3 * np.sin(2 * np.pi * (110 * (k + 1)) * t) + 0.05 * rng.standard_normal(len(t))
+            sf.write(tmp_path / "genres" / genre / f"{genre}.{clip:05d}.au", wave.astype(np.float32), 22050,
+                     subtype="PCM_16")
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    assert main(["train", str(root / "recipes" / "gtzan.yaml"), f"data.path={tmp_path / 'genres'}", "train.epochs=1",
+                 "data.val_size=0", "data.options.test_fraction=0.34", "train.eval_batch_size=64", "--out", str(run), "--quiet"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["data"]["classes"] == 10 and summary["data"]["input_shape"] == [3 * 22050]
+    assert summary["data"]["groups"] == {"train": 20, "test": 10}  # a third of 30 clips, stratified: one per genre
+    assert summary["data"]["test"] == 100 and summary["evaluation"]["test"]["clips"] == 10
+    assert "test_clip_acc" in summary["final"]
