@@ -261,10 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="data utilities")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     prepare = data_commands.add_parser("prepare", help="decode a data source once into the cache",
-                                       description="Decode a source into kdlab's cache (uint8 arrays + metadata) so "
-                                       "later runs load it in about a second.")
+                                       description="Decode a source into kdlab's cache (uint8 images or int16 "
+                                       "waveforms + metadata) so later runs load it in about a second.")
     prepare.add_argument("recipe", nargs="?", help="a recipe whose data section to prepare")
-    prepare.add_argument("--source", help="digits, idx, cifar10, cifar100 or folder")
+    prepare.add_argument("--source", help="digits, idx, cifar10, cifar100, folder, fsdd or audio_folder")
     prepare.add_argument("--path", help="the data folder")
     prepare.add_argument("--cache-dir", help="cache root (default $KDLAB_CACHE_DIR or ~/.cache/kdlab)")
     prepare.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a source option")
