@@ -21,9 +21,9 @@ from kdlab.errors import KdlabError
 
 
 class Strict(BaseModel):
-    """Base for every config section: unknown keys are errors."""
+    """Base for every config section: unknown keys are errors, and so are infinite and NaN numbers."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LabelNoiseConfig(Strict):
@@ -114,6 +114,10 @@ class TrainConfig(Strict):
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(1000, ge=1)
     drop_last: bool = Field(False, description="drop the last incomplete training batch of each epoch")
+    nonfinite: Literal["stop", "skip"] = Field("stop", description="a NaN or infinite loss term or gradient: stop "
+                                               "the run (marked failed; the last good checkpoint is kept), or skip "
+                                               "the step (no update) up to max_skipped_steps times")
+    max_skipped_steps: int = Field(10, ge=0, description="with nonfinite: skip, the run stops at the next bad step")
 
 
 class OptimConfig(Strict):

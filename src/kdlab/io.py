@@ -1,7 +1,10 @@
 """Atomic file writes: a reader (or a resumed run) sees the old file or the new one, never a torn one.
 
-Each write goes to a temporary file in the target's folder, is flushed and fsynced, and is renamed over the target
-with ``os.replace``; the folder is fsynced after the rename so the new name survives a power cut.
+Each write goes to a temporary file ``.<name>.<random>.tmp`` in the target's folder, is flushed and fsynced, and is
+renamed over the target with ``os.replace``; the folder is fsynced after the rename so the new name survives a power
+cut. A write that fails (a full disk, a read-only folder) removes its temporary file, leaves the target as it was
+and raises :class:`WriteError`, a one-line user-facing error naming the file. A process killed mid-write leaves at
+most a temporary file, which :func:`remove_temporaries` clears (run directories do it when a run resumes).
 """
 
 from __future__ import annotations
@@ -14,6 +17,27 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from kdlab import faults
+from kdlab.errors import KdlabError
+
+TEMP_SUFFIX = ".tmp"
+
+
+class WriteError(KdlabError):
+    """A file could not be written (ENOSPC, EIO, EROFS, EACCES ...); the previous version of it is intact."""
+
+
+def remove_temporaries(folder: str | Path) -> int:
+    """Delete the temporary files that killed atomic writes left in ``folder`` (not recursive); return how many."""
+    removed = 0
+    for entry in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        try:
+            entry.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -32,18 +56,25 @@ def fsync_dir(path: str | Path) -> None:
 def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> None:
     """Create or replace ``path`` with what ``write(file)`` writes, atomically."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as error:
+        raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        faults.before_publish(path.name)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(error, OSError):
+            raise WriteError(f"cannot write {path}: {error.strerror or error}; its previous version is intact") \
+                from None
         raise
     fsync_dir(path.parent)
 

@@ -12,6 +12,7 @@ import math
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from kdlab.data.inputs import (features_record, fill_statistics, log_mel, make_l
                                recipe_dataset)
 from kdlab.data.loader import DeviceLoader
 from kdlab.errors import KdlabError
-from kdlab.io import atomic_savez, atomic_write_text
+from kdlab.io import WriteError, atomic_savez, atomic_write_text
 from kdlab.train import checkpoint
 from kdlab.train.evaluate import evaluate_method, evaluation_record, head_metrics, predict, split_metrics
 from kdlab.train.rundir import RunDir
@@ -41,7 +42,12 @@ AUTO_CACHE_LIMIT_BYTES = 4 << 30  # teacher_cache: auto stays off above this tab
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss term became NaN or infinite."""
+    """A loss term or the gradient became NaN or infinite (and was not skipped)."""
+
+
+#: On CUDA the finiteness of each step is checked on the device and read back every this many steps (one host sync),
+#: with the step and term of the first bad one; on the CPU, and with ``train.nonfinite: skip``, every step.
+NONFINITE_CHECK_EVERY = 25
 
 
 @dataclass
@@ -172,25 +178,36 @@ def train(recipe: Recipe, out: str | Path, *, force: bool = False, quiet: bool =
     """Run ``recipe`` into the new run directory ``out``; return the summary."""
     prepared = prepare(recipe)
     run = RunDir(Path(out))
-    run.prepare_new(force)
-    atomic_write_text(run.config, dump_recipe(prepared.recipe))
-    return _loop(prepared, run, quiet=quiet)
+    lock = run.prepare_new(force)
+    try:
+        atomic_write_text(run.config, dump_recipe(prepared.recipe))
+        return _loop(prepared, run, quiet=quiet)
+    finally:
+        lock.release()
 
 
 def resume(run_dir: str | Path, *, quiet: bool = False) -> dict:
     """Continue the run in ``run_dir`` from its last checkpoint; a completed run is returned as it is."""
     run = RunDir(Path(run_dir))
     if not run.config.is_file():
+        if run.path.is_dir() and run._only_a_started_run():
+            raise KdlabError(f"cannot resume {run.path}: it was stopped before it started (no config.yaml); train it "
+                             f"again with kdlab train RECIPE --out {run.path}")
         raise KdlabError(f"cannot resume {run.path}: it is not a kdlab run directory (no config.yaml)")
-    summary = run.read_summary()
-    if summary is not None and summary.get("status") == "completed":
-        if not quiet:
-            print(f"{run.path} is already complete", file=sys.stderr)
-        return summary
-    prepared = prepare(load_recipe(run.config))
-    # Killed before the first checkpoint: nothing to keep but the config, so the loop starts afresh.
-    has_checkpoint = (run.checkpoint / checkpoint.STATE_FILE).is_file()
-    return _loop(prepared, run, quiet=quiet, resume_from=run.checkpoint if has_checkpoint else None)
+    lock = run.lock_existing()
+    try:
+        summary = run.read_summary()
+        if summary is not None and summary.get("status") == "completed":
+            if not quiet:
+                print(f"{run.path} is already complete", file=sys.stderr)
+            return summary
+        prepared = prepare(load_recipe(run.config))
+        run.checkpoint.mkdir(exist_ok=True)
+        # Killed before the first checkpoint: nothing to keep but the config, so the loop starts afresh.
+        has_checkpoint = (run.checkpoint / checkpoint.STATE_FILE).is_file()
+        return _loop(prepared, run, quiet=quiet, resume_from=run.checkpoint if has_checkpoint else None)
+    finally:
+        lock.release()
 
 
 def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None = None) -> dict:
@@ -204,16 +221,21 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
     history: list[dict] = []
     best: dict | None = None
     start_epoch, wall, train_seconds, train_images = 0, 0.0, 0.0, 0
+    skipped: list[dict] = []  # steps skipped for a non-finite loss or gradient (train.nonfinite: skip)
     if resume_from is not None:
         state = checkpoint.restore_checkpoint(resume_from, method, optimizer)
         start_epoch, history, best = state["epoch"], state["history"], state["best"]
         wall, train_seconds, train_images = state["wall_seconds"], state["train_seconds"], state["train_images"]
+        skipped = state.get("skipped_steps", [])
         run.write_metrics(history)
     session_start = time.perf_counter()
 
     def summary(status: str, error: str | None = None) -> dict:
-        return _summary(prepared, status, history, best, best_by, wall + time.perf_counter() - session_start,
-                        train_images / train_seconds if train_seconds else None, error)
+        record = _summary(prepared, status, history, best, best_by, wall + time.perf_counter() - session_start,
+                          train_images / train_seconds if train_seconds else None, error)
+        record["skipped_steps"] = list(skipped)
+        record["last_checkpoint_epoch"] = _checkpoint_epoch(run)
+        return record
 
     run.write_summary(summary("running"))
     last_predictions: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -222,7 +244,7 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
     try:
         for epoch in range(start_epoch, epochs):
             epoch_start = time.perf_counter()
-            terms, correct, seen = train_epoch(prepared, optimizer, epoch, show_bar=show_bar)
+            terms, correct, seen = train_epoch(prepared, optimizer, epoch, show_bar=show_bar, skipped=skipped)
             seconds = time.perf_counter() - epoch_start
             train_seconds += seconds
             train_images += seen
@@ -246,11 +268,10 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
                 _print_epoch(record, epochs)
             last = epoch + 1 == epochs
             if last or (epoch + 1) % recipe.checkpoint.every == 0:
-                if getattr(method, "cache", None) is not None:
-                    method.cache.save()
+                _save_teacher_cache(method)
                 checkpoint.save_checkpoint(run.checkpoint, epoch + 1, method, optimizer, {
                     "history": history, "best": best, "wall_seconds": wall + time.perf_counter() - session_start,
-                    "train_seconds": train_seconds, "train_images": train_images,
+                    "train_seconds": train_seconds, "train_images": train_images, "skipped_steps": skipped,
                 })
             run.write_metrics(history)
             run.write_summary(summary("running"))
@@ -276,14 +297,45 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
     except TrainingDiverged as error:
         run.write_summary(summary("failed", str(error)))
         raise
+    except WriteError as error:
+        try:  # the disk may have room for this small file even when a checkpoint did not fit
+            run.write_summary(summary("failed", str(error)))
+        except WriteError:
+            pass
+        raise
     except KeyboardInterrupt:
         run.write_summary(summary("interrupted", "interrupted by the user; continue with kdlab train --resume"))
         raise
 
 
-def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = False, max_steps: int | None = None):
+def _checkpoint_epoch(run: RunDir) -> int | None:
+    """The epoch of the last good (published) checkpoint, or None."""
+    try:
+        return int(checkpoint.read_state(run.checkpoint)["epoch"])
+    except (KdlabError, KeyError, ValueError, TypeError):
+        return None
+
+
+def _save_teacher_cache(method) -> None:
+    """Write the teacher-logit cache; a cache that cannot be written is a warning (it only saves time)."""
+    cache = getattr(method, "cache", None)
+    if cache is None:
+        return
+    try:
+        cache.save()
+    except WriteError as error:
+        warnings.warn(f"teacher-logit cache not saved: {error}", stacklevel=2)
+
+
+def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = False, max_steps: int | None = None,
+                skipped: list[dict] | None = None):
     """One epoch (or its first ``max_steps`` steps, for benchmarks); returns ({term: mean per sample}, correct
-    count, samples seen). One host sync, at the end."""
+    count, samples seen).
+
+    Every step's loss terms and gradient norm are checked for NaN and infinity (:data:`NONFINITE_CHECK_EVERY`). A
+    bad step raises :class:`TrainingDiverged` naming the epoch, the step and the term (or the gradient), before
+    anything of the epoch is saved; with ``train.nonfinite: skip`` it is skipped instead (no update, not counted in
+    the epoch's means), recorded in ``skipped``, up to ``train.max_skipped_steps`` in the run."""
     recipe, runtime, method = prepared.recipe, prepared.runtime, prepared.method
     steps_per_epoch = len(prepared.train_loader)
     method.train()
@@ -291,6 +343,12 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
     term_sums: dict[str, torch.Tensor] = {}
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
+    skipped = [] if skipped is None else skipped
+    skip = recipe.train.nonfinite == "skip"
+    every = 1 if skip or device.type == "cpu" else NONFINITE_CHECK_EVERY
+    parameters = [p for p in method.parameters() if p.requires_grad]
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # deferred checks (CUDA): first bad step
+    bad_values: torch.Tensor | None = None  # its term values and gradient norm
     bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", leave=False,
                disable=not show_bar, file=sys.stderr, dynamic_ncols=True)
     with_keys = getattr(method, "cache", None) is not None
@@ -306,6 +364,27 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
         loss = sum(terms.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, float("inf"))  # the norm only: no clipping at inf
+        values = torch.stack([v.detach().float() for v in terms.values()] + [grad_norm.float()])
+        finite = torch.isfinite(values).all()
+        if every == 1:
+            if not bool(finite):
+                problem = _nonfinite_problem(list(terms), values.cpu(), epoch, step)
+                if skip and len(skipped) < recipe.train.max_skipped_steps:
+                    optimizer.zero_grad(set_to_none=True)
+                    skipped.append({"epoch": epoch + 1, "step": step + 1, "problem": problem})
+                    bar.update()
+                    continue
+                limit = f" (after {len(skipped)} skipped steps, the limit)" if skip else ""
+                raise TrainingDiverged(f"{problem}{limit}; training diverged: lower the learning rate, or set "
+                                       f"train.nonfinite: skip")
+        else:
+            newly_bad = (~finite) & (first_bad < 0)
+            first_bad = torch.where(newly_bad, torch.tensor(step, device=device), first_bad)
+            bad_values = values if bad_values is None else torch.where(newly_bad, values, bad_values)
+            if (step + 1) % every == 0 and int(first_bad) >= 0:
+                raise TrainingDiverged(_nonfinite_problem(list(terms), bad_values.cpu(), epoch, int(first_bad)) +
+                                       "; training diverged: lower the learning rate, or set train.nonfinite: skip")
         optimizer.step()
         n = labels.shape[0]
         for name, value in terms.items():
@@ -315,11 +394,22 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
         seen += n
         bar.update()
     bar.close()
+    if int(first_bad) >= 0:
+        raise TrainingDiverged(_nonfinite_problem(list(term_sums), bad_values.cpu(), epoch, int(first_bad)) +
+                               "; training diverged: lower the learning rate, or set train.nonfinite: skip")
+    if seen == 0:
+        raise TrainingDiverged(f"epoch {epoch + 1}: every step was skipped (non-finite loss or gradient)")
     terms = {name: value.item() / seen for name, value in term_sums.items()}
-    bad = [name for name, value in terms.items() if not math.isfinite(value)]
-    if bad:
-        raise TrainingDiverged(f"epoch {epoch + 1}: loss term {bad[0]!r} is {terms[bad[0]]} (training diverged)")
     return terms, correct.item(), seen
+
+
+def _nonfinite_problem(names: list[str], values: torch.Tensor, epoch: int, step: int) -> str:
+    """"epoch E, step S: loss term 'kd' is nan" (or "the gradient is inf") from the step's term values + grad norm."""
+    where = f"epoch {epoch + 1}, step {step + 1}"
+    for name, value in zip(names, values[:-1].tolist()):
+        if not math.isfinite(value):
+            return f"{where}: loss term {name!r} is {value}"
+    return f"{where}: the gradient is {values[-1].item()} (every loss term is finite)"
 
 
 def _selected(record: dict) -> dict:
