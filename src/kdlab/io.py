@@ -94,3 +94,19 @@ def atomic_write_json(path: str | Path, obj) -> None:
 def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:
     """``numpy.savez`` (uncompressed, no pickled objects) written atomically."""
     atomic_write(path, lambda handle: np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()}))
+
+
+def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a predictions file (``logits`` N x K floats, ``labels`` N integers, optional ``groups``), read
+    without pickle; a damaged, foreign or malformed file is a one-line :class:`KdlabError` naming it."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError) as error:  # zip damage, object arrays (pickle), truncation
+        raise KdlabError(f"{path}: not a readable predictions file ({type(error).__name__}: {error})") from None
+    logits, labels = arrays.get("logits"), arrays.get("labels")
+    if logits is None or labels is None or logits.ndim != 2 or labels.shape != logits.shape[:1] \
+            or logits.dtype.kind != "f" or labels.dtype.kind not in "iu":
+        raise KdlabError(f"{path}: a predictions file holds float logits N x K and integer labels N")
+    return arrays

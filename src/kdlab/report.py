@@ -28,7 +28,7 @@ import numpy as np
 
 from kdlab import calibrate, metrics, stats
 from kdlab.errors import KdlabError
-from kdlab.io import atomic_write_json, atomic_write_text
+from kdlab.io import atomic_write_json, atomic_write_text, read_predictions
 from kdlab.train.rundir import RunDir
 
 STUDY_FILE = "study.json"
@@ -119,8 +119,8 @@ def run_metrics(entry: RunEntry, selection: str) -> dict:
     for split in ("val", "test"):
         file = entry.path / "predictions" / f"{split}.npz"
         if file.is_file():
-            with np.load(file) as arrays:
-                predictions[split] = (arrays["logits"], arrays["labels"])
+            arrays = read_predictions(file)
+            predictions[split] = (arrays["logits"], arrays["labels"])
     if "test" not in predictions:
         raise KdlabError(f"report: {entry.path} has no predictions/test.npz")
     logits, labels = predictions["test"]
@@ -144,8 +144,8 @@ def _teacher_test_predictions(entry: RunEntry):
     file = Path(teacher) / "predictions" / "test.npz" if teacher else None
     if file is None or not file.is_file():
         return None
-    with np.load(file) as arrays:
-        return arrays["logits"], arrays["labels"]
+    arrays = read_predictions(file)
+    return arrays["logits"], arrays["labels"]
 
 
 # ---------------------------------------------------------------------------------------------------- projections
@@ -292,8 +292,8 @@ def _plots(groups: dict[tuple, list[RunEntry]], out: Path, class_ids: list[int],
         file = entry.path / "predictions" / "test.npz"
         if not file.is_file():
             continue
-        with np.load(file) as arrays:
-            logits, labels = arrays["logits"], arrays["labels"]
+        arrays = read_predictions(file)
+        logits, labels = arrays["logits"], arrays["labels"]
         seed = f" (seed {entry.seed})" if entry.seed is not None else ""
         entries.append((f"{group}{seed}", logits, labels))
         if "temperature" in entry.metrics:
