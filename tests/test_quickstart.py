@@ -38,3 +38,33 @@ def test_quickstart_prints_the_table_keeps_runs_and_fits_in_90_seconds(tmp_path)
             assert summary["inference_head"] == "leader"
         if run.startswith("dml"):
             assert set(summary["heads"]) == {"peer1", "peer2", "ensemble"}
+
+
+def test_audio_quickstart_on_fsdd_keeps_runs_reaches_095_and_fits_in_5_minutes(tmp_path, shared_data):
+    fsdd = shared_data("fsdd")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "KDLAB_CACHE_DIR": str(tmp_path / "cache")}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "kdlab", "quickstart", "--audio", "--data", str(fsdd),
+                             "--out", str(tmp_path / "qs")], capture_output=True, text=True, env=env, timeout=600)
+    seconds = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
+    assert seconds < 300, f"quickstart --audio took {seconds:.0f} s"
+    table = [line for line in result.stdout.splitlines() if line.count("+-") == 3]
+    assert [re.split(r"\s{2,}", line)[0] for line in table] == ["ce", "ls, eps=0.1",
+                                                                "lsr_os_tc, eps=0.1, tau=4.0, beta=0.2"]
+    runs = sorted(p.name for p in (tmp_path / "qs").iterdir())
+    assert runs == sorted(f"{m}-s{s}" for m in ("ce", "ls", "lsr_os_tc") for s in range(2))
+    for run in runs:
+        summary = json.loads((tmp_path / "qs" / run / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["dataset"] == "fsdd"
+        assert summary["data"]["features"]["n_mels"] == 32 and summary["data"]["test"] == 300
+        if run.startswith("ce"):
+            assert summary["final"]["test_acc"] >= 0.95
+
+
+def test_audio_quickstart_without_fsdd_is_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "KDLAB_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-m", "kdlab", "quickstart", "--audio", "--data", str(tmp_path / "none")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "no FSDD at" in result.stderr and not (tmp_path / "none").exists()

@@ -164,8 +164,16 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors in kdlab's form: one line ``kdlab: error: ...`` (no usage block), status 2.
+    Sub-command parsers are of this class too (``add_subparsers`` uses the parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"kdlab: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kdlab", description="Train classifiers with soft targets: label smoothing, "
+    parser = _Parser(prog="kdlab", description="Train classifiers with soft targets: label smoothing, "
                                      "teacher-free KD, KD and online distillation.")
     parser.add_argument("--version", action="version", version=f"kdlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -255,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--audio", action="store_true", help="spoken digits (FSDD) instead of scikit-learn's digits")
     quick.add_argument("--data", help="with --audio: the FSDD folder (default $KDLAB_FSDD or ../shared/data/fsdd)")
     quick.add_argument("--seeds", type=int, help="seeds per method (default 3; 2 with --audio)")
-    quick.add_argument("--epochs", type=int, help="epochs per run (default 12; 8 with --audio)")
+    quick.add_argument("--epochs", type=int, help="epochs per run (default 12; 6 with --audio)")
     quick.set_defaults(handler=_quickstart)
 
     data = commands.add_parser("data", help="data utilities")
@@ -295,8 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # Overrides may follow options (kdlab train R.yaml --out D a=1); argparse leaves those over.
-    stray = [a for a in extra if a.startswith("-") or "=" not in a or args.command not in ("train", "eval", "cache-teacher")]
+    # Overrides may follow options (kdlab train R.yaml --out D a=1); argparse leaves those over. A word there
+    # without '=' is taken as an override too, so it gets the override's error message.
+    stray = [a for a in extra if a.startswith("-") or args.command not in ("train", "eval", "cache-teacher")]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:

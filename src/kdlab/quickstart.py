@@ -51,11 +51,11 @@ ONLINE = {"dml", "one", "cl_ilr", "okddip"}  # these train TEACHER_MODEL peers (
 
 AUDIO_RECIPE = {
     "data": {"source": "fsdd", "options": {"sample_rate": 8000, "seconds": 1.0}, "val_size": 270,
-             "features": {"n_fft": 256, "hop_length": 80, "n_mels": 40},
+             "features": {"n_fft": 256, "hop_length": 128, "n_mels": 32},
              "audio_augment": {"time_shift": 0.1, "gain_db": 6.0, "freq_masks": 1, "freq_mask_width": 6,
                                "time_masks": 1, "time_mask_width": 10}},
     "model": {"name": "audio_cnn_small"},
-    "train": {"epochs": 8, "batch_size": 64, "eval_batch_size": 1000},
+    "train": {"epochs": 6, "batch_size": 64, "eval_batch_size": 1000},
     "optim": {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
     "schedule": {"name": "cosine"},
     "runtime": {"progress": False},
