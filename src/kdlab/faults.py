@@ -8,6 +8,9 @@ in the temporary file and before it is renamed into place (:func:`kdlab.io.atomi
 * ``enospc``: the write fails with ``OSError(ENOSPC)``, as on a full disk.
 
 Unset (always, outside tests) it costs one dictionary lookup per write. Only the tests set it, for a child process.
+
+``KDLAB_WRITE_LOG=FOLDER`` appends the path of every atomic write to ``FOLDER/writes-rank<RANK>.txt`` (RANK from
+torchrun, 0 otherwise): how the tests check that only rank 0 of a data-parallel run writes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import signal
 from collections import Counter
 
 ENV = "KDLAB_FAULT"
+LOG_ENV = "KDLAB_WRITE_LOG"
 ACTIONS = ("kill", "enospc")
 _writes: Counter = Counter()
 
@@ -34,8 +38,12 @@ def _rules() -> list[tuple[str, str, int]]:
     return rules
 
 
-def before_publish(name: str) -> None:
+def before_publish(name: str, path: str = "") -> None:
     """Called by every atomic write of a file named ``name`` just before its rename; fires matching rules."""
+    if LOG_ENV in os.environ:
+        log = os.path.join(os.environ[LOG_ENV], f"writes-rank{os.environ.get('RANK', '0')}.txt")
+        with open(log, "a") as handle:
+            handle.write(f"{path or name}\n")
     if ENV not in os.environ:
         return
     _writes[name] += 1

@@ -65,7 +65,7 @@ def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        faults.before_publish(path.name)
+        faults.before_publish(path.name, str(path))
         os.replace(tmp, path)
     except BaseException as error:
         try:

@@ -95,9 +95,10 @@ def train_augment(data: DataConfig, dataset: Dataset):
 
 def make_loader(split: Split, data: DataConfig, dataset: Dataset, device: torch.device, batch_size: int, *,
                 train: bool = False, seed: int = 0, drop_last: bool = False, channels_last: bool = False,
-                features: torch.nn.Module | None = None) -> DeviceLoader:
+                features: torch.nn.Module | None = None, distributed=None) -> DeviceLoader:
     """A loader of ``split`` as the recipe's data section says: shuffled and augmented with ``train``, else in order
-    and un-augmented. ``features`` may pass one shared LogMel module (built here if None)."""
+    and un-augmented. ``features`` may pass one shared LogMel module (built here if None); ``distributed`` shards it
+    for a data-parallel run (:class:`~kdlab.data.loader.DeviceLoader`)."""
     channels = 1 if dataset.is_audio else dataset.image_shape[-1]
     if len(data.mean or ()) != channels or len(data.std or ()) != channels:
         raise KdlabError(f"data.mean and data.std need {channels} value(s) for {dataset.name}, got "
@@ -106,7 +107,7 @@ def make_loader(split: Split, data: DataConfig, dataset: Dataset, device: torch.
         features = log_mel(data, dataset, device)
     return DeviceLoader(split, device, batch_size, mean=data.mean, std=data.std, shuffle=train,
                         drop_last=train and drop_last, augment=train_augment(data, dataset) if train else None,
-                        seed=seed, channels_last=channels_last, features=features)
+                        seed=seed, channels_last=channels_last, features=features, distributed=distributed)
 
 
 def model_input_shape(data: DataConfig, dataset: Dataset) -> tuple[int, int, int]:

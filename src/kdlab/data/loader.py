@@ -74,6 +74,11 @@ class DeviceLoader:
     With ``channels_last`` the batches come out in channels_last memory order (free: the split is stored NHWC).
     A split of waveforms needs ``features`` (a :class:`~kdlab.data.audio_features.LogMel` on ``device``); its
     ``augment`` is an :class:`~kdlab.data.audio_augment.AudioAugment` and ``mean``/``std`` are one value each.
+
+    Data-parallel (``distributed``, :mod:`kdlab.train.distributed`): a shuffled loader keeps the whole split and
+    yields this rank's contiguous shard of every global batch (a last global batch with fewer samples than ranks is
+    dropped, so every rank steps together); an ordered (evaluation) loader holds only this rank's contiguous shard of
+    the split, and ``split_labels`` / ``groups`` / ``num_split_samples`` describe the whole split for gathering.
     """
 
     def __init__(
@@ -90,14 +95,20 @@ class DeviceLoader:
         seed: int = 0,
         channels_last: bool = False,
         features: torch.nn.Module | None = None,
+        distributed=None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.device = torch.device(device)
+        self.distributed = distributed
+        self.num_split_samples = len(split)
+        self.split_labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64)).to(self.device)
+        self.groups = None if split.groups is None else torch.from_numpy(split.groups).to(self.device)
+        if distributed is not None and not shuffle:
+            split = split.take(np.arange(len(split))[distributed.shard(len(split))])
         self.images = torch.from_numpy(np.ascontiguousarray(split.images)).to(self.device)
         self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64)).to(self.device)
         self.source_index = torch.from_numpy(np.asarray(split.source_index, dtype=np.int64)).to(self.device)
-        self.groups = None if split.groups is None else torch.from_numpy(split.groups).to(self.device)
         self.is_audio = split.is_audio
         if self.is_audio and features is None:
             raise ValueError("a split of waveforms needs features (a LogMel module)")
@@ -119,7 +130,12 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         n = self.labels.shape[0]
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        if self.drop_last:
+            return n // self.batch_size
+        if self.distributed is not None and self.shuffle and n % self.batch_size and \
+                n % self.batch_size < self.distributed.world:
+            return n // self.batch_size  # a last batch smaller than the number of ranks is dropped
+        return math.ceil(n / self.batch_size)
 
     @property
     def num_samples(self) -> int:
@@ -160,6 +176,10 @@ class DeviceLoader:
         for b in range(len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
             batch_views = views[b * self.batch_size : (b + 1) * self.batch_size] if views is not None else None
+            if self.distributed is not None and self.shuffle:  # this rank's shard of the global batch
+                shard = self.distributed.shard(len(index))
+                index = index[shard]
+                batch_views = batch_views[shard] if batch_views is not None else None
             inputs = self.inputs(self.images[index], batch_views)
             if not with_keys:
                 yield inputs, self.labels[index]

@@ -8,6 +8,8 @@ checkpoints atomically and keeps ``metrics.jsonl`` and ``summary.json`` current.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 import platform
 import sys
@@ -33,6 +35,7 @@ from kdlab.train import checkpoint
 from kdlab.train.evaluate import evaluate_method, evaluation_record, head_metrics, predict, split_metrics
 from kdlab.train.rundir import RunDir
 from kdlab.train.compiled_inference import CompiledInference, should_compile_frozen
+from kdlab.train.distributed import Distributed, from_environment, shard_loss_weight, synchronise_batchnorm
 from kdlab.train.runtime import Runtime, compile_mode, resolve_runtime
 from kdlab.train.schedule import learning_rate
 from kdlab.version import git_sha, machine_description
@@ -58,16 +61,29 @@ class Prepared:
     method: methods.Method
     train_loader: DeviceLoader
     eval_loaders: dict[str, DeviceLoader]
+    distributed: Distributed | None = None  # data-parallel under torchrun
+    trainer: torch.nn.Module | None = None  # what a training step calls: the method, or DDP(method)
 
     @property
     def model(self) -> torch.nn.Module:
         return self.method.model
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run directory (always, but for ranks > 0 of a data-parallel run)."""
+        return self.distributed is None or self.distributed.is_main
 
 
 def prepare(recipe: Recipe) -> Prepared:
     """Validate and build everything a run needs; writes nothing but the data cache. Fills data.mean/std (and, for
     audio, data.features)."""
     runtime = resolve_runtime(recipe.runtime)
+    distributed = from_environment(runtime.device.type)
+    if distributed is not None and runtime.device.type == "cuda":
+        runtime = dataclasses.replace(runtime, device=torch.device("cuda", distributed.local_rank))
+    if distributed is not None and recipe.train.batch_size < distributed.world:
+        raise KdlabError(f"train.batch_size {recipe.train.batch_size} is smaller than the {distributed.world} "
+                         f"processes: the global batch is split across them")
     data = recipe.data
     dataset = recipe_dataset(data, recipe.seed)
     fill_statistics(data, dataset, runtime.device)
@@ -77,7 +93,7 @@ def prepare(recipe: Recipe) -> Prepared:
         return make_loader(split, data, dataset, runtime.device,
                            recipe.train.batch_size if train else recipe.train.eval_batch_size, train=train,
                            seed=recipe.seed, drop_last=recipe.train.drop_last, channels_last=runtime.channels_last,
-                           features=features)
+                           features=features, distributed=distributed)
 
     eval_loaders = {"test": loader(dataset.test, False)}
     if dataset.val is not None:
@@ -100,12 +116,26 @@ def prepare(recipe: Recipe) -> Prepared:
     if method.frozen and should_compile_frozen(runtime.compile_setting, len(dataset.train.labels)):
         for name in method.frozen:
             setattr(method, name, CompiledInference(getattr(method, name)))
-    attach_teacher_cache(recipe, runtime, dataset, method, train_loader)
-    return Prepared(recipe, runtime, dataset, method, train_loader, eval_loaders)
+    attach_teacher_cache(recipe, runtime, dataset, method, train_loader, distributed)
+    trainer = method
+    if distributed is not None:
+        if recipe.train.sync_bn:
+            synchronise_batchnorm(method, runtime.device.type)
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Synchronised BatchNorm keeps every rank's running statistics equal; otherwise rank 0's are broadcast.
+        sync_buffers = not recipe.train.sync_bn
+        newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+        trainer = DistributedDataParallel(
+            method, device_ids=[distributed.local_rank] if runtime.device.type == "cuda" else None,
+            **({"forward_sync_buffers": sync_buffers} if newer else {"broadcast_buffers": sync_buffers}))
+    return Prepared(recipe, runtime, dataset, method, train_loader, eval_loaders, distributed, trainer)
 
 
-def attach_teacher_cache(recipe: Recipe, runtime: Runtime, dataset: Dataset, method, train_loader: DeviceLoader) -> None:
-    """Give a distilling method a teacher-logit cache (:mod:`kdlab.teacher_cache`) as ``runtime.teacher_cache`` asks."""
+def attach_teacher_cache(recipe: Recipe, runtime: Runtime, dataset: Dataset, method, train_loader: DeviceLoader,
+                         distributed: Distributed | None = None) -> None:
+    """Give a distilling method a teacher-logit cache (:mod:`kdlab.teacher_cache`) as ``runtime.teacher_cache`` asks
+    (data-parallel: each rank holds its own in memory, and rank 0 alone reads and writes the disk cache)."""
     mode = recipe.runtime.teacher_cache
     if not getattr(method, "uses_batch_keys", False) or mode == "off":
         return
@@ -133,6 +163,8 @@ def attach_teacher_cache(recipe: Recipe, runtime: Runtime, dataset: Dataset, met
         num_samples=samples, num_classes=len(dataset.classes), features=features_record(recipe.data, dataset),
     )
     folder = cache_root(recipe.data.cache_dir) / "teacher-logits" / key if mode in ("auto", "disk") else None
+    if distributed is not None and not distributed.is_main:
+        folder = None
     table_bytes = samples * train_loader.num_views * len(dataset.classes) * (2 if runtime.precision == "bf16" else 4)
     if mode == "auto" and table_bytes > AUTO_CACHE_LIMIT_BYTES:
         return  # too large to hold by default; ask for it explicitly with disk or memory
@@ -178,12 +210,15 @@ def train(recipe: Recipe, out: str | Path, *, force: bool = False, quiet: bool =
     """Run ``recipe`` into the new run directory ``out``; return the summary."""
     prepared = prepare(recipe)
     run = RunDir(Path(out))
-    lock = run.prepare_new(force)
+    lock = None
     try:
-        atomic_write_text(run.config, dump_recipe(prepared.recipe))
-        return _loop(prepared, run, quiet=quiet)
+        lock = _on_main(prepared, lambda: run.prepare_new(force))
+        if prepared.is_main:
+            atomic_write_text(run.config, dump_recipe(prepared.recipe))
+        return _loop(prepared, run, quiet=quiet or not prepared.is_main)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def resume(run_dir: str | Path, *, quiet: bool = False) -> dict:
@@ -194,25 +229,51 @@ def resume(run_dir: str | Path, *, quiet: bool = False) -> dict:
             raise KdlabError(f"cannot resume {run.path}: it was stopped before it started (no config.yaml); train it "
                              f"again with kdlab train RECIPE --out {run.path}")
         raise KdlabError(f"cannot resume {run.path}: it is not a kdlab run directory (no config.yaml)")
-    lock = run.lock_existing()
+    prepared = prepare(load_recipe(run.config))
+    lock = None
     try:
+        lock = _on_main(prepared, run.lock_existing)
         summary = run.read_summary()
         if summary is not None and summary.get("status") == "completed":
-            if not quiet:
+            if not quiet and prepared.is_main:
                 print(f"{run.path} is already complete", file=sys.stderr)
             return summary
-        prepared = prepare(load_recipe(run.config))
-        run.checkpoint.mkdir(exist_ok=True)
-        # Killed before the first checkpoint: nothing to keep but the config, so the loop starts afresh.
+        if prepared.is_main:
+            run.checkpoint.mkdir(exist_ok=True)
+        # Killed before the first checkpoint: nothing to keep but the config, so the loop starts afresh. (Every rank
+        # reads the checkpoint: data-parallel resumes need the run directory on a file system all ranks see.)
         has_checkpoint = (run.checkpoint / checkpoint.STATE_FILE).is_file()
-        return _loop(prepared, run, quiet=quiet, resume_from=run.checkpoint if has_checkpoint else None)
+        if prepared.distributed is not None:
+            has_checkpoint = prepared.distributed.broadcast_object(has_checkpoint)
+        return _loop(prepared, run, quiet=quiet or not prepared.is_main,
+                     resume_from=run.checkpoint if has_checkpoint else None)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
+
+
+def _on_main(prepared: Prepared, action):
+    """Run ``action`` on the process that writes (rank 0); a user error there stops every rank with its message."""
+    if prepared.distributed is None:
+        return action()
+    result, error = None, None
+    if prepared.is_main:
+        try:
+            result = action()
+        except KdlabError as caught:
+            error = str(caught)
+    error = prepared.distributed.broadcast_object(error)
+    if error is not None:
+        raise KdlabError(error)
+    return result
 
 
 def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None = None) -> dict:
     recipe, runtime, method = prepared.recipe, prepared.runtime, prepared.method
     optimizer = make_optimizer(method, recipe)
+    writes = prepared.is_main  # data-parallel: rank 0 alone writes the run directory
+    if not writes:
+        run = _ReadOnlyRunDir(run.path)
     epochs, steps_per_epoch = recipe.train.epochs, len(prepared.train_loader)
     best_by = "val_acc" if "val" in prepared.eval_loaders else "test_acc"
     progress = recipe.runtime.progress
@@ -263,11 +324,12 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
             history.append(record)
             if best is None or record[best_by] > best[best_by]:
                 best = _selected(record)
-                checkpoint.save_tensors(run.checkpoint / "best.safetensors", method.export_state())
+                if writes:
+                    checkpoint.save_tensors(run.checkpoint / "best.safetensors", method.export_state())
             if not quiet:
                 _print_epoch(record, epochs)
             last = epoch + 1 == epochs
-            if last or (epoch + 1) % recipe.checkpoint.every == 0:
+            if writes and (last or (epoch + 1) % recipe.checkpoint.every == 0):
                 _save_teacher_cache(method)
                 checkpoint.save_checkpoint(run.checkpoint, epoch + 1, method, optimizer, {
                     "history": history, "best": best, "wall_seconds": wall + time.perf_counter() - session_start,
@@ -277,11 +339,12 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
             run.write_summary(summary("running"))
         if not last_predictions:  # resumed after the last epoch's checkpoint: recompute the final predictions
             last_predictions, last_heads = evaluate_method(method, prepared.eval_loaders, runtime)
-        run.predictions.mkdir(exist_ok=True)
-        for split, (logits, labels) in last_predictions.items():
-            extra = {} if groups[split] is None else {"groups": groups[split].cpu().numpy()}
-            atomic_savez(run.predictions / f"{split}.npz", logits=logits.numpy(), labels=labels.numpy(), **extra)
-        checkpoint.save_tensors(run.checkpoint / "model.safetensors", method.export_state())
+        if writes:
+            run.predictions.mkdir(exist_ok=True)
+            for split, (logits, labels) in last_predictions.items():
+                extra = {} if groups[split] is None else {"groups": groups[split].cpu().numpy()}
+                atomic_savez(run.predictions / f"{split}.npz", logits=logits.numpy(), labels=labels.numpy(), **extra)
+            checkpoint.save_tensors(run.checkpoint / "model.safetensors", method.export_state())
         teacher = getattr(method, "teacher", None)
         teacher_predictions = {split: predict(teacher, loader, runtime) for split, loader in prepared.eval_loaders.items()} \
             if teacher is not None else None
@@ -306,6 +369,16 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
     except KeyboardInterrupt:
         run.write_summary(summary("interrupted", "interrupted by the user; continue with kdlab train --resume"))
         raise
+
+
+class _ReadOnlyRunDir(RunDir):
+    """The run directory as ranks > 0 of a data-parallel run see it: they read it (to resume), never write."""
+
+    def write_metrics(self, history: list[dict]) -> None:
+        pass
+
+    def write_summary(self, summary: dict) -> None:
+        pass
 
 
 def _checkpoint_epoch(run: RunDir) -> int | None:
@@ -347,6 +420,12 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
     skip = recipe.train.nonfinite == "skip"
     every = 1 if skip or device.type == "cpu" else NONFINITE_CHECK_EVERY
     parameters = [p for p in method.parameters() if p.requires_grad]
+    trainer, distributed = prepared.trainer or method, prepared.distributed
+    loader = prepared.train_loader
+
+    def global_batch(step: int) -> int:
+        return min(loader.batch_size, loader.num_samples - step * loader.batch_size)
+
     first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # deferred checks (CUDA): first bad step
     bad_values: torch.Tensor | None = None  # its term values and gradient norm
     bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", leave=False,
@@ -360,8 +439,10 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
         for group in optimizer.param_groups:
             group["lr"] = lr
         with runtime.autocast():
-            logits, terms = method(inputs, labels, epoch, keys=batch[2]) if with_keys else method(inputs, labels, epoch)
+            logits, terms = trainer(inputs, labels, epoch, keys=batch[2]) if with_keys else trainer(inputs, labels, epoch)
         loss = sum(terms.values())
+        if distributed is not None:  # DDP averages gradients over ranks: weight each shard by its share
+            loss = loss * shard_loss_weight(labels.shape[0], global_batch(step), distributed.world)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, float("inf"))  # the norm only: no clipping at inf
@@ -394,6 +475,13 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
         seen += n
         bar.update()
     bar.close()
+    if distributed is not None:  # the epoch's sums over every rank's shards
+        names = list(term_sums)
+        totals = torch.stack([term_sums[name].double() for name in names] + [correct.double(), torch.tensor(
+            float(seen), dtype=torch.float64, device=device)])
+        distributed.all_reduce_sum(totals)
+        term_sums = dict(zip(names, totals[: len(names)]))
+        correct, seen = totals[len(names)].round().long(), int(totals[-1].round())
     if int(first_bad) >= 0:
         raise TrainingDiverged(_nonfinite_problem(list(term_sums), bad_values.cpu(), epoch, int(first_bad)) +
                                "; training diverged: lower the learning rate, or set train.nonfinite: skip")

@@ -9,6 +9,19 @@ from kdlab.data.loader import DeviceLoader
 from kdlab.train.runtime import Runtime
 
 
+def _whole_split(loader: DeviceLoader, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits of the whole split, its labels) on the CPU: a data-parallel loader's shards gathered from every rank."""
+    if loader.distributed is not None:
+        logits = loader.distributed.gather_rows(logits, loader.num_split_samples)
+    return logits.cpu(), loader.split_labels.cpu()
+
+
+def _cat(chunks: list[torch.Tensor], loader: DeviceLoader, classes: int | None = None) -> torch.Tensor:
+    if chunks:
+        return torch.cat(chunks)
+    return torch.zeros((0, classes or 0), device=loader.device)  # a rank whose shard of a tiny split is empty
+
+
 def predict(model: torch.nn.Module, loader: DeviceLoader, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits float32 N x K, labels N) on the CPU, model in eval mode, no augmentation, in split order."""
     was_training = model.training
@@ -18,7 +31,12 @@ def predict(model: torch.nn.Module, loader: DeviceLoader, runtime: Runtime) -> t
         for inputs, _ in loader.batches(0):
             outputs.append(model(inputs).float())
     model.train(was_training)
-    return torch.cat(outputs).cpu(), loader.labels.cpu()
+    return _whole_split(loader, _cat(outputs, loader, _num_classes(model)))
+
+
+def _num_classes(model: torch.nn.Module) -> int | None:
+    linear = getattr(model, "classifier", None)
+    return getattr(linear, "out_features", None)
 
 
 def predict_heads(method, loader: DeviceLoader, runtime: Runtime) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -32,8 +50,7 @@ def predict_heads(method, loader: DeviceLoader, runtime: Runtime) -> dict[str, t
             for head, logits in method.head_logits(inputs).items():
                 outputs.setdefault(head, []).append(logits.float())
     method.train(was_training)
-    labels = loader.labels.cpu()
-    return {head: (torch.cat(chunks).cpu(), labels) for head, chunks in outputs.items()}
+    return {head: _whole_split(loader, torch.cat(chunks)) for head, chunks in outputs.items()}
 
 
 def evaluate_method(method, loaders: dict[str, DeviceLoader], runtime: Runtime):
