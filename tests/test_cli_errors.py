@@ -1,67 +1,6 @@
 """Bad input through the real command: one line on stderr, exit status 2, no traceback, nothing written."""
 
-import gzip
-import os
-import struct
-import subprocess
-import sys
-from pathlib import Path
-
-import numpy as np
-import yaml
-from PIL import Image
-
-ROOT = Path(__file__).resolve().parents[1]
-DIGITS = {
-    "data": {"source": "digits"},
-    "model": {"name": "cnn_small8"},
-    "train": {"epochs": 1},
-    "runtime": {"progress": False},
-}
-
-
-def kdlab(tmp_path, *args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "KDLAB_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, "-m", "kdlab", *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=tmp_path)
-
-
-def assert_user_error(result, *fragments):
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("kdlab: error: ") and "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
-def write_recipe(tmp_path, raw):
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
-def image_folder(root: Path, corrupt: str | None = None, size: int = 8):
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for cls in ("cat", "dog"):
-            folder = root / split / cls
-            folder.mkdir(parents=True)
-            for i in range(4):
-                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    if corrupt:
-        (root / corrupt).write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
-
-
-def idx_files(root: Path, labels: list[int]):
-    root.mkdir(parents=True)
-    n = len(labels)
-    images = np.zeros((n, 28, 28), dtype=np.uint8)
-    for prefix in ("train", "t10k"):
-        with gzip.open(root / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes())
-        with gzip.open(root / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">II", 0x801, n) + bytes(labels))
+from _cli import DIGITS, assert_user_error, idx_files, image_folder, kdlab, write_recipe
 
 
 def test_unknown_recipe_key(tmp_path):

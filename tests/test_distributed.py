@@ -4,7 +4,6 @@ with the same global batch (to float rounding), rank 0 alone writes, and a kille
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys

@@ -20,9 +20,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from kdlab.cli import main
 from kdlab.config import load_recipe
-from kdlab.train import checkpoint, engine
+from kdlab.train import checkpoint
 from kdlab.train.engine import TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -56,7 +56,8 @@ def _study(args: argparse.Namespace) -> int:
     from kdlab.study import run_study
 
     out = args.out or str(Path("runs") / Path(args.recipe).stem)
-    record = run_study(args.recipe, out, seeds=args.seeds, jobs=args.jobs, quiet=args.quiet)
+    record = run_study(args.recipe, out, seeds=args.seeds, jobs=args.jobs, quiet=args.quiet, storage=args.storage,
+                       heartbeat=args.heartbeat, grace=args.grace)
     trained = sum(run["status"] != "reused" for run in record["runs"])
     print(f"{out}: {len(record['runs'])} runs, {trained} trained or resumed, {len(record['runs']) - trained} reused; "
           f"summarise with: kdlab report {out}")
@@ -99,6 +100,19 @@ def _report(args: argparse.Namespace) -> int:
                           variant=args.variant, per_class=args.per_class, plots=not args.no_plots)
     print(f"{Path(out) / 'report.md'}: {len(record['groups'])} groups, "
           f"{sum(len(g['seeds']) for g in record['groups'])} runs")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from kdlab.tune import run_tune
+
+    models = [m.strip() for m in args.transfer_models.split(",") if m.strip()] if args.transfer_models else None
+    record = run_tune(args.recipe, args.space, args.trials, out=args.out, storage=args.storage, workers=args.workers,
+                      study_name=args.study_name, objective=args.objective, seed=args.seed, startup=args.startup,
+                      transfer_models=models, tune_transfer=args.tune_transfer, quiet=args.quiet,
+                      heartbeat=args.heartbeat, grace=args.grace)
+    best = record["best"]
+    print(f"best trial {best['number']}: val_acc {best['value']:.4f} {best['params']} (run {best['run']})")
     return 0
 
 
@@ -236,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the recipe's seeds")
     study.add_argument("--jobs", type=int, default=1, help="runs trained side by side (default 1)")
     study.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    study.add_argument("--storage", help="an Optuna storage URL (sqlite:///... or postgresql://...): the runs become a "
+                       "queue that every worker running this command with the same URL and --out drains together")
+    study.add_argument("--heartbeat", type=int, help="with --storage: seconds between heartbeats (default 5)")
+    study.add_argument("--grace", type=int, help="with --storage: seconds without a heartbeat before a worker's run "
+                       "is given to another worker (default 30)")
     study.set_defaults(handler=_study)
 
     report = commands.add_parser("report", help="tables and plots over a study's (or any) runs",
@@ -253,6 +272,30 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--per-class", type=int, default=100, help="samples per class in the projection (default 100)")
     report.add_argument("--no-plots", action="store_true", help="tables only")
     report.set_defaults(handler=_report)
+
+    tune = commands.add_parser("tune", help="hyper-parameter search with Optuna (workers, shared storage, transfer)",
+                               description="Search a space of recipe keys with Optuna (TPE, median pruning on the "
+                               "validation accuracy of every epoch). Each trial is a run directory under --out. With "
+                               "--storage postgresql://... any number of machines join the same search by running "
+                               "the same command.")
+    tune.add_argument("recipe", help="recipe YAML (needs data.val_size: the objective is validation accuracy)")
+    tune.add_argument("--space", required=True, help="search space YAML: {dotted.key: {low, high, log, step, int} | "
+                      "{choices: [...]}}")
+    tune.add_argument("--trials", type=int, required=True, help="trials over all workers together")
+    tune.add_argument("--out", help="folder of the trials' runs and the report (default runs/tune-<recipe>)")
+    tune.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/optuna.db)")
+    tune.add_argument("--workers", type=int, help="worker processes on this machine (default 1)")
+    tune.add_argument("--study-name", help="Optuna study name (default kdlab-tune-<recipe>)")
+    tune.add_argument("--objective", default="final", help="final (default) or best: the epoch whose val_acc counts")
+    tune.add_argument("--seed", type=int, default=0, help="sampler seed (worker k uses seed + k)")
+    tune.add_argument("--startup", type=int, default=5, help="complete trials before pruning starts (default 5)")
+    tune.add_argument("--transfer-models", help="comma list: train the best setting on each of these models too")
+    tune.add_argument("--tune-transfer", action="store_true", help="also tune each transfer model with the budget")
+    tune.add_argument("--heartbeat", type=int, default=5, help="seconds between a trial's heartbeats (default 5)")
+    tune.add_argument("--grace", type=int, default=30, help="seconds without a heartbeat before a trial is taken "
+                      "as crashed and re-run (default 30)")
+    tune.add_argument("--quiet", action="store_true", help="no progress lines")
+    tune.set_defaults(handler=_tune)
 
     quick = commands.add_parser("quickstart", help="a small comparison of the methods on scikit-learn's digits "
                                 "(--audio: on spoken digits)",
@@ -325,6 +368,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kdlab: error: {error}", file=sys.stderr)
             return 1
         raise
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """A data-parallel run (torchrun) leaves its process group cleanly, however it ended."""
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ i.e. after ``m`` completed epochs (RepDistiller's ``epoch > 150`` with 1-based e
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -118,6 +119,8 @@ class TrainConfig(Strict):
                                                "the run (marked failed; the last good checkpoint is kept), or skip "
                                                "the step (no update) up to max_skipped_steps times")
     max_skipped_steps: int = Field(10, ge=0, description="with nonfinite: skip, the run stops at the next bad step")
+    sync_bn: bool = Field(False, description="data-parallel runs (torchrun): BatchNorm statistics of the global batch "
+                          "across all processes instead of each process's shard")
 
 
 class OptimConfig(Strict):
@@ -164,7 +167,7 @@ class RuntimeConfig(Strict):
         "auto", description="replay the compiled trained model's steps as CUDA graphs (torch.compile mode "
         "reduce-overhead), cutting kernel-launch overhead; auto: on CUDA when the model is compiled and batches have "
         "256 or fewer images; true needs a CUDA device")
-    threads: int | None = Field(None, ge=1, description="CPU threads; None uses every core")
+    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads; None uses every core")
     progress: Literal["auto", True, False] = Field("auto", description="progress bar; auto: only on a terminal")
     teacher_cache: Literal["auto", "disk", "memory", "off"] = Field(
         "auto", description="teacher-logit cache per (image, view): disk (shared by runs), memory, off; auto: disk "
@@ -182,7 +185,7 @@ class CheckpointConfig(Strict):
 
 
 class Recipe(Strict):
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="run seed: weights, batch order, augmentation, validation split")
     data: DataConfig
     model: ModelConfig
     method: MethodConfig = Field(default_factory=MethodConfig)
@@ -225,7 +228,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
         parsed = value
+    except Exception as error:  # noqa: BLE001 - PyYAML's constructors fail in other ways too (see _yaml_problem)
+        raise KdlabError(f"override '{key.strip()}=...': cannot read the value ({_yaml_problem(error)})") from None
     return key.strip().split("."), parsed
+
+
+def _yaml_problem(error: Exception) -> str:
+    """Why PyYAML failed other than with a YAMLError: a number of over 4300 digits (ValueError), an explicit tag
+    on a value it does not fit (``!!int ~``: ValueError, ``!!float`` alone: IndexError), nesting deeper than
+    Python's stack (RecursionError)."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    return f"{type(error).__name__}: {str(error).split(';')[0]}"
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -251,11 +265,40 @@ def read_yaml(path: str | Path) -> dict:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise KdlabError(f"{path}: not valid YAML{at}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise KdlabError(f"{path}: cannot read recipe ({error})") from None
+    except OSError as error:
+        raise KdlabError(f"{path}: cannot read recipe ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise KdlabError(f"{path}: cannot read recipe (not UTF-8 text: {error.reason} at byte {error.start})") from None
+    except Exception as error:  # noqa: BLE001 - whatever PyYAML raises on this text is the file's fault
+        raise KdlabError(f"{path}: cannot read recipe ({_yaml_problem(error)})") from None
     if not isinstance(raw, dict):
         raise KdlabError(f"{path}: a recipe must be a mapping of sections (data, model, method, train, ...)")
     return raw
+
+
+def _cycle(node: Any, path: tuple = (), inside: frozenset = frozenset()) -> tuple | None:
+    """The key path of the first mapping or list that contains itself (a YAML alias like ``&a [*a]``), or None."""
+    if not isinstance(node, (dict, list)):
+        return None
+    if id(node) in inside:
+        return path
+    inside = inside | {id(node)}
+    for key, child in node.items() if isinstance(node, dict) else enumerate(node):
+        found = _cycle(child, (*path, key), inside)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_plain(where: str, raw: dict) -> None:
+    """Refuse documents no config can hold: values that contain themselves, nesting deeper than Python's stack."""
+    try:
+        cycle = _cycle(raw)
+    except RecursionError:
+        raise KdlabError(f"{where}: the recipe is nested too deeply") from None
+    if cycle is not None:
+        raise KdlabError(f"{where}: {'.'.join(map(str, cycle)) or 'recipe'}: a value contains itself (a recursive "
+                         f"YAML alias)")
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] = (), raw: dict | None = None) -> Recipe:
@@ -265,17 +308,24 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] = (), raw: 
     """
     where = str(path) if path is not None else "recipe"
     raw = apply_overrides(dict(raw if raw is not None else read_yaml(path)), list(overrides))
+    _check_plain(where, raw)
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as error:
         raise_validation(where, error)
-    from kdlab import methods
+    except RecursionError:
+        raise KdlabError(f"{where}: the recipe is nested too deeply") from None
+    from kdlab import methods, models
 
+    models.check_name(recipe.model.name, where)
     method_cls = methods.get(recipe.method.name, where=where)
     try:
         params = method_cls.Params.model_validate(recipe.method.model_extra or {})
     except ValidationError as error:
         raise_validation(where, error, prefix=("method",))
+    for key, value in params.model_dump().items():  # as Strict's allow_inf_nan=False does for the sections
+        if isinstance(value, float) and not math.isfinite(value):
+            raise KdlabError(f"{where}: method.{key}: Input should be a finite number (got {value!r})")
     recipe.method = MethodConfig(name=recipe.method.name, **params.model_dump(mode="json"))
     return recipe
 

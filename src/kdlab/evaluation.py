@@ -24,7 +24,7 @@ from kdlab.data.inputs import check_modality, features_record, recipe_dataset
 from kdlab.data.loader import DeviceLoader
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_savez, atomic_write_json
-from kdlab.teacher import WEIGHTS
+from kdlab.teacher import WEIGHTS, summary_data
 from kdlab.train.checkpoint import load_state_into, load_tensors
 from kdlab.train.evaluate import evaluation_record, predict
 from kdlab.train.rundir import RunDir
@@ -53,7 +53,7 @@ def load_run(run_dir: str | Path, checkpoint: Literal["final", "best"] = "final"
     if device is not None:
         recipe.runtime.device = device
     runtime = resolve_runtime(recipe.runtime)
-    data = summary.get("data", {})
+    data = summary_data(run, summary)
     in_channels = 1 if data.get("features") else int(data["input_shape"][-1])  # audio: one log-mel channel
     model = models.create(recipe.model.name, num_classes=int(data["classes"]), in_channels=in_channels)
     weights = run.checkpoint / WEIGHTS[checkpoint]

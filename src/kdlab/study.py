@@ -30,6 +30,7 @@ from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json
 from kdlab.pipeline import PlannedRun, expand_stages, run_stage, validate_runs
 from kdlab.train.engine import TrainingDiverged
+from kdlab.train.rundir import RunDir
 
 STUDY_FILE = "study.json"
 DEFAULT_SEEDS = 3
@@ -64,8 +65,12 @@ def plan_study(path: str | Path, seeds: int | list[int] | None = None) -> tuple[
 
 
 def run_study(path: str | Path, out: str | Path, seeds: int | list[int] | None = None, jobs: int = 1,
-              quiet: bool = False) -> dict:
-    """Train every missing run of the study at ``path`` under ``out``; return (and write) ``out/study.json``."""
+              quiet: bool = False, storage: str | None = None, heartbeat: int | None = None,
+              grace: int | None = None) -> dict:
+    """Train every missing run of the study at ``path`` under ``out``; return (and write) ``out/study.json``.
+
+    With ``storage`` (an Optuna storage URL) the runs are a queue that every worker pointed at the same storage and
+    ``out`` drains together (:mod:`kdlab.workqueue`); ``jobs`` workers start here."""
     if jobs < 1:
         raise KdlabError(f"--jobs must be >= 1, got {jobs}")
     runs, seed_list, baseline = plan_study(path, seeds)
@@ -75,6 +80,17 @@ def run_study(path: str | Path, out: str | Path, seeds: int | list[int] | None =
         shutil.copyfile(path, out / "study.yaml")  # the recipe travels with its runs
     records: dict[str, dict] = {}
     failures: dict[str, str] = {}
+    if storage is not None:
+        failures.update(_drain_queue(path, out, runs, storage, jobs, quiet, heartbeat, grace))
+        for run in runs:
+            summary = RunDir(out / run.name).read_summary()
+            if summary is not None and summary.get("status") == "completed":
+                records[run.name] = {"run": run.name, "stage": run.stage, "group": run.group, "seed": run.seed,
+                                     "status": "completed", "dir": str(out / run.name), "teacher": run.teacher,
+                                     "best_by": summary["best_by"], "final": summary["final"], "best": summary["best"]}
+            elif run.name not in failures:
+                failures[run.name] = (summary or {}).get("error") or "not completed"
+        return _finish(path, out, runs, seed_list, baseline, records, failures)
 
     def finished(run: PlannedRun, record: dict | None, error: str | None) -> None:
         if record is not None:
@@ -95,7 +111,10 @@ def run_study(path: str | Path, out: str | Path, seeds: int | list[int] | None =
                 finished(run, None, str(error))
     else:
         _run_parallel(out, runs, jobs, finished, failures)
+    return _finish(path, out, runs, seed_list, baseline, records, failures)
 
+
+def _finish(path, out: Path, runs: list[PlannedRun], seed_list, baseline, records: dict, failures: dict) -> dict:
     record = {
         "study": str(Path(path).absolute()),
         "out": str(out.absolute()),
@@ -141,6 +160,25 @@ def _run_parallel(out: Path, runs: list[PlannedRun], jobs: int, finished, failur
                     finished(run, None, str(error))
                 except Exception as error:  # a bug or a diverged run in a worker: report it, keep the others going
                     finished(run, None, f"{type(error).__name__}: {error}")
+
+
+def _drain_queue(path, out: Path, runs, storage: str, jobs: int, quiet: bool, heartbeat, grace) -> dict[str, str]:
+    from kdlab import workqueue
+    from kdlab.optuna_storage import GRACE_SECONDS, HEARTBEAT_SECONDS
+
+    timing = {"heartbeat": heartbeat or HEARTBEAT_SECONDS, "grace": grace or GRACE_SECONDS}
+    name = workqueue.queue_name(path)
+    if jobs == 1:
+        return workqueue.drain(runs, out, storage, name, quiet, **timing)
+    failures: dict[str, str] = {}
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        futures = [pool.submit(workqueue.drain, runs, out, storage, name, True, **timing) for _ in range(jobs)]
+        for future in futures:
+            failures.update(future.result())
+    return failures
 
 
 def _init_worker(threads: int) -> None:

@@ -34,6 +34,18 @@ class Renormalise(torch.nn.Module):
         return self.network(x * self.scale.to(x.dtype) + self.shift.to(x.dtype), **kwargs)
 
 
+def summary_data(run: RunDir, summary: dict, role: str = "") -> dict:
+    """The ``data`` record of a completed run's summary (class count, class names, input shape), checked enough to
+    rebuild its network; a damaged one is a one-line error naming ``role`` (e.g. "teacher ") and the file."""
+    data = summary.get("data")
+    shape = data.get("input_shape") if isinstance(data, dict) else None
+    classes = data.get("classes") if isinstance(data, dict) else None
+    if (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1 or not isinstance(shape, list)
+            or not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+        raise KdlabError(f"{role}{run.path}: {run.summary.name} has no valid data record (classes, input_shape)")
+    return data
+
+
 def load_teacher(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["final", "best"] = "final", *,
                  input_mean=None, input_std=None, same_dataset: bool = True,
                  features: dict | None = None) -> torch.nn.Module:
@@ -47,8 +59,10 @@ def load_teacher(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["fin
     wrapped in :class:`Renormalise`, so it always sees inputs normalised as in its own training.
     """
     run = RunDir(Path(run_dir))
+    if not run.path.exists():
+        raise KdlabError(f"teacher run directory not found: {run.path}")
     summary = run.completed_summary("teacher ")
-    data = summary.get("data", {})
+    data = summary_data(run, summary, "teacher ")
     student_shape = list(dataset.train.images.shape[1:])
     if data.get("classes") != len(dataset.classes):
         raise KdlabError(f"teacher {run.path} has {data.get('classes')} classes, the student's data {dataset.name} has {len(dataset.classes)}")

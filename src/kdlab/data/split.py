@@ -30,24 +30,25 @@ def stratified_split(labels: np.ndarray, count: int, seed: int, where: str) -> t
     return np.sort(kept), np.sort(taken)
 
 
-def validation_count(size: int | float, total: int, where: str) -> int:
-    """``size`` (a count, or a fraction in (0, 1) of ``total``) as a number of samples; 0 means none."""
+def validation_count(size: int | float, total: int, where: str, name: str = "val_size", all_ok: bool = False) -> int:
+    """``size`` (a count, or a fraction in (0, 1) of ``total``) as a number of samples; 0 means none. ``name`` is
+    the option in messages; ``all_ok`` allows a count of all ``total`` samples."""
     if isinstance(size, bool) or not isinstance(size, numbers.Real):
-        raise KdlabError(f"{where}: val_size must be a count or a fraction in (0, 1), got {size!r}")
+        raise KdlabError(f"{where}: {name} must be a count or a fraction in (0, 1), got {size!r}")
     if isinstance(size, numbers.Integral) or (size >= 1 and float(size).is_integer()):
         count = int(size)
     elif 0 < size < 1:
         count = int(round(size * total))
         if count == 0:
-            raise KdlabError(f"{where}: val_size {size} of {total} training samples is less than one sample")
+            raise KdlabError(f"{where}: {name} {size} of {total} training samples is less than one sample")
     elif size == 0:
         count = 0
     else:
-        raise KdlabError(f"{where}: val_size must be a count or a fraction in (0, 1), got {size!r}")
+        raise KdlabError(f"{where}: {name} must be a count or a fraction in (0, 1), got {size!r}")
     if count < 0:
-        raise KdlabError(f"{where}: val_size must not be negative, got {size!r}")
-    if count >= total:
-        raise KdlabError(f"{where}: val_size {size!r} asks for {count} of only {total} training samples")
+        raise KdlabError(f"{where}: {name} must not be negative, got {size!r}")
+    if count > total or (count == total and not all_ok):
+        raise KdlabError(f"{where}: {name} {size!r} asks for {count} of only {total} training samples")
     return count
 
 
@@ -102,12 +103,9 @@ def take_train_subset(dataset: Dataset, size: int | float) -> Dataset:
     """Keep ``size`` training samples (a count, or a fraction in (0, 1)), stratified by label, drawn with the fixed
     seed :data:`SUBSET_SEED` (whole recordings for segmented audio); ``size == 0`` keeps everything. The other splits
     are untouched; the fingerprint records the count."""
-    count = validation_count(size, len(dataset.train) + 1, f"{dataset.name} data.train_size")
+    count = validation_count(size, len(dataset.train), dataset.name, "data.train_size", all_ok=True)
     if count == 0 or count == len(dataset.train):
         return dataset
-    if count > len(dataset.train):
-        raise KdlabError(f"{dataset.name}: data.train_size {size!r} asks for {count} of only {len(dataset.train)} "
-                         f"training samples")
     train = dataset.train
     where = f"{dataset.name} data.train_size"
     if train.groups is None:

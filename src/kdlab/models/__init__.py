@@ -19,6 +19,7 @@ import torch.nn as nn
 from kdlab.errors import KdlabError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+WRN_NAME = re.compile(r"wrn_([0-9]{1,6})_([0-9]{1,6})")  # wrn_D_K, built on the fly
 
 
 def register(name: str):
@@ -39,6 +40,27 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _unknown(name: str) -> str:
+    return f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}, or any wrn_D_K with D = 6n+4"
+
+
+def check_name(name: str, where: str = "recipe") -> None:
+    """A one-line KdlabError naming ``where`` and ``model.name`` unless ``name`` is a registered model or a
+    ``wrn_D_K``: so a recipe with a mistyped model fails before its data are read."""
+    _load_zoo()
+    if name in _REGISTRY:
+        return
+    wrn = WRN_NAME.fullmatch(name)
+    if not wrn:
+        raise KdlabError(f"{where}: model.name: {_unknown(name)}")
+    from kdlab.models.wide_resnet import check_size
+
+    try:
+        check_size(int(wrn[1]), int(wrn[2]))
+    except KdlabError as error:
+        raise KdlabError(f"{where}: model.name: {error}") from None
+
+
 def create(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     """Build the model ``name`` for ``num_classes`` classes and ``in_channels`` input channels.
 
@@ -47,14 +69,12 @@ def create(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     """
     _load_zoo()
     if name not in _REGISTRY:
-        wrn = re.fullmatch(r"wrn_(\d+)_(\d+)", name)
+        wrn = WRN_NAME.fullmatch(name)
         if wrn:
             from kdlab.models.wide_resnet import wide_resnet
 
             return wide_resnet(int(wrn[1]), int(wrn[2]), num_classes=num_classes, in_channels=in_channels)
-        raise KdlabError(
-            f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}, or any wrn_D_K with D = 6n+4"
-        )
+        raise KdlabError(_unknown(name))
     return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels)
 
 

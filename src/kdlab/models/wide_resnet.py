@@ -49,6 +49,16 @@ class PreActBlock(nn.Module):
         return out + residual
 
 
+def check_size(depth: int, widen_factor: int) -> None:
+    """A :class:`~kdlab.errors.KdlabError` unless ``wrn_{depth}_{widen_factor}`` is a wide ResNet."""
+    if depth < 10 or (depth - 4) % 6 != 0:
+        raise KdlabError(
+            f"wide ResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...), got wrn_{depth}_{widen_factor}"
+        )
+    if widen_factor < 1:
+        raise KdlabError(f"wide ResNet widen factor must be at least 1, got wrn_{depth}_{widen_factor}")
+
+
 class WideResNet(Classifier):
     """WRN-``depth``-``widen_factor`` for CIFAR-sized inputs."""
 
@@ -56,12 +66,7 @@ class WideResNet(Classifier):
         self, depth: int, widen_factor: int, num_classes: int, in_channels: int = 3, drop_rate: float = 0.0
     ):
         super().__init__()
-        if depth < 10 or (depth - 4) % 6 != 0:
-            raise KdlabError(
-                f"wide ResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...), got wrn_{depth}_{widen_factor}"
-            )
-        if widen_factor < 1:
-            raise KdlabError(f"wide ResNet widen factor must be at least 1, got wrn_{depth}_{widen_factor}")
+        check_size(depth, widen_factor)
         blocks_per_stage = (depth - 4) // 6
         widths = (16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
         self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=3, stride=1, padding=1, bias=False)

@@ -114,7 +114,29 @@ def read_state(directory: Path) -> dict:
         raise KdlabError(f"checkpoint state {path} is unreadable ({error})") from None
     if not isinstance(state, dict) or state.get("format") != 1:
         raise KdlabError(f"checkpoint state {path} has an unknown format")
+    problem = _state_problem(state)
+    if problem:
+        raise KdlabError(f"checkpoint state {path} is damaged: {problem}")
     return state
+
+
+def _state_problem(state: dict) -> str | None:
+    """What is wrong with the fields of a format-1 ``state.json`` that this module reads, or None."""
+    epoch = state.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        return f"epoch must be a whole number >= 0, got {epoch!r}"
+    for key in ("method_file", "optimizer_file"):
+        name = state.get(key)
+        if not isinstance(name, str) or not name or Path(name).name != name:
+            return f"{key} must be a file name in the checkpoint folder, got {name!r}"
+    sums = state.get("sha256")
+    if not isinstance(sums, dict) or not all(isinstance(sums.get(state[key]), str) for key in ("method_file", "optimizer_file")):
+        return "sha256 must give the checksum of method_file and optimizer_file"
+    optimizer = state.get("optimizer")
+    if not (isinstance(optimizer, dict) and isinstance(optimizer.get("param_groups"), list)
+            and isinstance(optimizer.get("scalars"), dict)):
+        return "optimizer must hold param_groups (a list) and scalars (a mapping)"
+    return None
 
 
 def restore_checkpoint(directory: Path, method: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -122,12 +144,16 @@ def restore_checkpoint(directory: Path, method: torch.nn.Module, optimizer: torc
     state = read_state(directory)
     sums = state["sha256"]
     load_state_into(method, load_tensors(directory / state["method_file"], sums[state["method_file"]]), directory)
-    optim_tensors = load_tensors(directory / state["optimizer_file"], sums[state["optimizer_file"]])
-    torch.set_rng_state(optim_tensors.pop("rng.torch_cpu"))
+    optim_path = directory / state["optimizer_file"]
+    optim_tensors = load_tensors(optim_path, sums[state["optimizer_file"]])
+    rng = optim_tensors.pop("rng.torch_cpu", None)
+    if rng is None or rng.dtype != torch.uint8:
+        raise KdlabError(f"checkpoint file {optim_path} holds no torch RNG state (rng.torch_cpu)")
     try:
         optimizer.load_state_dict(join_optimizer_state(optim_tensors, state["optimizer"]))
-    except (ValueError, KeyError) as error:
+    except (ValueError, KeyError, TypeError, IndexError) as error:
         raise KdlabError(f"optimizer state in {directory} does not fit this run ({error})") from None
+    torch.set_rng_state(rng)
     return state
 
 

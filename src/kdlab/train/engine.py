@@ -48,6 +48,15 @@ class TrainingDiverged(RuntimeError):
     """A loss term or the gradient became NaN or infinite (and was not skipped)."""
 
 
+class RunStopped(Exception):
+    """Raised by an ``on_epoch`` callback to end a run early (a pruned tuning trial): the run is marked with
+    ``status`` and its last checkpoint kept."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status = status
+
+
 #: On CUDA the finiteness of each step is checked on the device and read back every this many steps (one host sync),
 #: with the step and term of the first bad one; on the CPU, and with ``train.nonfinite: skip``, every step.
 NONFINITE_CHECK_EVERY = 25
@@ -206,8 +215,9 @@ def make_optimizer(method: torch.nn.Module, recipe: Recipe) -> torch.optim.Optim
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
 
 
-def train(recipe: Recipe, out: str | Path, *, force: bool = False, quiet: bool = False) -> dict:
-    """Run ``recipe`` into the new run directory ``out``; return the summary."""
+def train(recipe: Recipe, out: str | Path, *, force: bool = False, quiet: bool = False, on_epoch=None) -> dict:
+    """Run ``recipe`` into the new run directory ``out``; return the summary. ``on_epoch(record)`` is called with
+    each epoch's metrics record once it is saved, and may raise :class:`RunStopped`."""
     prepared = prepare(recipe)
     run = RunDir(Path(out))
     lock = None
@@ -215,7 +225,7 @@ def train(recipe: Recipe, out: str | Path, *, force: bool = False, quiet: bool =
         lock = _on_main(prepared, lambda: run.prepare_new(force))
         if prepared.is_main:
             atomic_write_text(run.config, dump_recipe(prepared.recipe))
-        return _loop(prepared, run, quiet=quiet or not prepared.is_main)
+        return _loop(prepared, run, quiet=quiet or not prepared.is_main, on_epoch=on_epoch)
     finally:
         if lock is not None:
             lock.release()
@@ -225,7 +235,7 @@ def resume(run_dir: str | Path, *, quiet: bool = False) -> dict:
     """Continue the run in ``run_dir`` from its last checkpoint; a completed run is returned as it is."""
     run = RunDir(Path(run_dir))
     if not run.config.is_file():
-        if run.path.is_dir() and run._only_a_started_run():
+        if run.path.is_dir() and run._started_but_empty():
             raise KdlabError(f"cannot resume {run.path}: it was stopped before it started (no config.yaml); train it "
                              f"again with kdlab train RECIPE --out {run.path}")
         raise KdlabError(f"cannot resume {run.path}: it is not a kdlab run directory (no config.yaml)")
@@ -268,7 +278,7 @@ def _on_main(prepared: Prepared, action):
     return result
 
 
-def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None = None) -> dict:
+def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None = None, on_epoch=None) -> dict:
     recipe, runtime, method = prepared.recipe, prepared.runtime, prepared.method
     optimizer = make_optimizer(method, recipe)
     writes = prepared.is_main  # data-parallel: rank 0 alone writes the run directory
@@ -285,6 +295,10 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
     skipped: list[dict] = []  # steps skipped for a non-finite loss or gradient (train.nonfinite: skip)
     if resume_from is not None:
         state = checkpoint.restore_checkpoint(resume_from, method, optimizer)
+        missing = [key for key in ("history", "best", "wall_seconds", "train_seconds", "train_images") if key not in state]
+        if missing or not isinstance(state["history"], list):
+            raise KdlabError(f"checkpoint {resume_from / checkpoint.STATE_FILE} is damaged: it has no "
+                             f"{(missing or ['valid history'])[0]}")
         start_epoch, history, best = state["epoch"], state["history"], state["best"]
         wall, train_seconds, train_images = state["wall_seconds"], state["train_seconds"], state["train_images"]
         skipped = state.get("skipped_steps", [])
@@ -337,6 +351,8 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
                 })
             run.write_metrics(history)
             run.write_summary(summary("running"))
+            if on_epoch is not None:
+                on_epoch(record)
         if not last_predictions:  # resumed after the last epoch's checkpoint: recompute the final predictions
             last_predictions, last_heads = evaluate_method(method, prepared.eval_loaders, runtime)
         if writes:
@@ -359,6 +375,9 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
         return final
     except TrainingDiverged as error:
         run.write_summary(summary("failed", str(error)))
+        raise
+    except RunStopped as stop:
+        run.write_summary(summary(stop.status, str(stop)))
         raise
     except WriteError as error:
         try:  # the disk may have room for this small file even when a checkpoint did not fit

@@ -117,10 +117,16 @@ class RunDir:
         self.checkpoint.mkdir()
         return lock
 
+    def _started_but_empty(self) -> bool:
+        """A run was started here (its lock file exists) and killed before it wrote its config."""
+        return (self.path / LOCK_FILE).exists() and self._only_a_started_run()
+
     def _only_a_started_run(self) -> bool:
         """Empty, or what a run killed before it wrote its config leaves: the lock file, an empty checkpoint/ and
         temporary files of killed writes."""
         entries = {p.name: p for p in self.path.iterdir() if not (p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX))}
+        if LOCK_FILE not in entries and entries:
+            return False
         entries.pop(LOCK_FILE, None)
         folder = entries.pop("checkpoint", None)
         return not entries and (folder is None or (folder.is_dir() and not any(folder.iterdir())))

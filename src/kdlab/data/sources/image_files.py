@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from kdlab.errors import KdlabError
@@ -60,7 +60,8 @@ def decode(path: str, blob: bytes, mode: str) -> np.ndarray:
             image.load()
             return np.asarray(image if image.mode == mode else image.convert(mode))
     except Exception as error:  # Pillow signals a corrupt, truncated or foreign file with many exception types
-        raise KdlabError(f"{path}: not a readable JPEG or PNG image ({error})") from None
+        reason = "not recognised as JPEG or PNG data" if isinstance(error, UnidentifiedImageError) else str(error)
+        raise KdlabError(f"{path}: not a readable JPEG or PNG image ({reason})") from None
 
 
 def decode_images(paths: Sequence[str], mode: str, description: str = "decoding images") -> np.ndarray:
