@@ -132,7 +132,7 @@ def test_teacher_of_another_task_is_refused(tmp_path, capsys, classes, message):
 def test_missing_or_unfinished_teacher_is_refused(tmp_path, teacher, capsys):
     missing = _recipe(tmp_path, {"name": "kd", "teacher": str(tmp_path / "nowhere")})
     assert main(["train", str(missing), "--out", str(tmp_path / "run"), "--quiet"]) == 2
-    assert "not a kdlab run directory" in capsys.readouterr().err
+    assert "teacher run directory not found" in capsys.readouterr().err
     summary = json.loads((teacher / "summary.json").read_text())
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()

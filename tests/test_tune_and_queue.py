@@ -165,7 +165,7 @@ def test_killed_tune_worker_trial_is_retried_once_and_the_budget_kept(tmp_path):
     url = f"sqlite:///{out}/optuna.db"
     out.mkdir()
     common = ("tune", recipe, "--space", space, "--trials", 4, "--out", out, "--storage", url, "--quiet",
-              "--startup", 10, "--heartbeat", 1, "--grace", 4)
+              "--startup", 10, "--heartbeat", 1, "--grace", 8)
     victim = start(tmp_path, *common)
     assert wait_for(lambda: any((p / "metrics.jsonl").exists() for p in out.glob("trial-*")))
     victim.send_signal(signal.SIGKILL)
@@ -214,7 +214,7 @@ def drain_with_two_workers(tmp_path, url: str, kill_one: bool):
     out = tmp_path / "study"
     out.mkdir()
     (tmp_path / "log").mkdir()
-    common = ("study", recipe, "--out", out, "--storage", url, "--quiet", "--heartbeat", 1, "--grace", 4)
+    common = ("study", recipe, "--out", out, "--storage", url, "--quiet", "--heartbeat", 1, "--grace", 8)
     first = start(tmp_path, *common, KDLAB_WRITE_LOG=str(tmp_path / "log"))
     second = start(tmp_path, *common, KDLAB_WRITE_LOG=str(tmp_path / "log"))
     killed_run = None

@@ -87,7 +87,8 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, grace: int = GRAC
                              f"PostgreSQL: pip install 'psycopg[binary]'") from None
         except Exception as error:  # noqa: BLE001 - SQLAlchemy's errors: bad URL, refused connection, password
             # Workers starting together race to create Optuna's tables; the loser finds them on a second try.
-            if attempt + 1 < OPEN_ATTEMPTS and "unique" in str(error).lower():
+            racing = any(word in str(error).lower() for word in ("unique", "already exists", "duplicate", "locked"))
+            if attempt + 1 < OPEN_ATTEMPTS and racing:
                 time.sleep(0.2 + random.random())
                 continue
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -39,16 +39,25 @@ def drain(runs: list[PlannedRun], out: Path, url: str, name: str, quiet: bool = 
     {run name: error} of the runs that failed here."""
     optuna = import_optuna()
     storage = open_storage(url, heartbeat, grace)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
-    planned = study.user_attrs.get("runs")
     names = [run.name for run in runs]
+    try:  # the one worker that creates the queue fills it; the others find it filled
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        creator = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage)
+        creator = False
+    planned = study.user_attrs.get("runs")
+    deadline = time.time() + grace
+    while not creator and planned is None and time.time() < deadline:  # the creator is still filling it
+        time.sleep(POLL_SECONDS / 2)
+        planned = study.user_attrs.get("runs")
     if planned is not None and planned != names:
         raise KdlabError(f"--storage: the queue {name} holds another plan ({len(planned)} runs, first "
                          f"{planned[:2]}); use another --storage or study name")
-    if planned is None:
-        study.set_user_attr("runs", names)
+    if planned is None:  # a new queue, or one whose creator died while filling it: (complete and) mark it
         for index in range(len(runs)):
-            study.enqueue_trial({"run": index}, skip_if_exists=True)
+            study.enqueue_trial({"run": index}, skip_if_exists=not creator)
+        study.set_user_attr("runs", names)
     by_name = {run.name: run for run in runs}
     failures: dict[str, str] = {}
     states = optuna.trial.TrialState
@@ -63,32 +72,46 @@ def drain(runs: list[PlannedRun], out: Path, url: str, name: str, quiet: bool = 
         trial = study.ask()
         fixed = study._storage.get_trial(trial._trial_id).system_attrs.get("fixed_params")  # noqa: SLF001
         if not fixed or "run" not in fixed:  # the queue emptied between looking and asking
-            study.tell(trial, state=states.FAIL)
+            _tell(study, trial, state=states.FAIL)
             continue
         run = runs[int(trial.suggest_int("run", 0, len(runs) - 1))]
         trial.set_user_attr("name", run.name)
         if run.teacher and not _completed(out / run.teacher):
             if run.teacher in failures or _failed_for_good(out / run.teacher):
                 failures[run.name] = f"teacher {run.teacher} failed"
-                study.tell(trial, state=states.FAIL)
+                _tell(study, trial, state=states.FAIL)
                 continue
             study.enqueue_trial({"run": runs.index(by_name[run.name])})  # not ready: back to the end of the queue
-            study.tell(trial, state=states.FAIL)  # (queued again first, so the queue never looks empty)
+            _tell(study, trial, state=states.FAIL)  # (queued again first, so the queue never looks empty)
             time.sleep(POLL_SECONDS)
             continue
         try:
             with Heartbeat(storage, trial._trial_id, heartbeat):  # noqa: SLF001
                 record = run_stage(out, run, quiet)
         except (KdlabError, TrainingDiverged) as error:
-            if "in use by another kdlab process" in str(error):  # a duplicate claim: the other one trains it
-                study.tell(trial, state=states.FAIL)
+            if "in use by another kdlab process" in str(error) or "already exists" in str(error):
+                # another worker is training this run (a duplicate claim, or one taken for dead while alive): look
+                # again later, so the queue is not taken for drained while that run is unfinished
+                study.enqueue_trial({"run": runs.index(run)})
+                _tell(study, trial, state=states.FAIL)
+                time.sleep(POLL_SECONDS)
                 continue
             failures[run.name] = str(error)
             print(f"{run.name}: failed: {error}", file=sys.stderr, flush=True)
-            study.tell(trial, state=states.FAIL)
+            _tell(study, trial, state=states.FAIL)
             continue
         print(f"{run.name}: {record['status']}, test_acc {record['final']['test_acc']:.4f}", flush=True)
-        study.tell(trial, record["final"]["test_acc"])
+        _tell(study, trial, record["final"]["test_acc"])
+
+
+def _tell(study, trial, value=None, state=None) -> None:
+    """Report a trial; one that another worker already failed as stale (its heartbeat came late, e.g. on a loaded
+    machine) stays failed: its retry finds the run complete and reuses it, so nothing is trained twice."""
+    try:
+        study.tell(trial, value, state=state)
+    except ValueError as error:
+        if "Cannot tell" not in str(error):
+            raise
 
 
 def _completed(folder: Path) -> bool:
