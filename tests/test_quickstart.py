@@ -41,19 +41,21 @@ def test_quickstart_prints_the_table_keeps_runs_and_fits_in_90_seconds(tmp_path)
 
 
 def test_audio_quickstart_on_fsdd_keeps_runs_reaches_095_and_fits_in_5_minutes(tmp_path, shared_data):
+    """One seed per method here (the default is two), so the suite pays half: it must take under half the 5 minutes
+    the full quickstart --audio is allowed (the full one measured in benchmarks/README.md)."""
     fsdd = shared_data("fsdd")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "KDLAB_CACHE_DIR": str(tmp_path / "cache")}
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "kdlab", "quickstart", "--audio", "--data", str(fsdd),
-                             "--out", str(tmp_path / "qs")], capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "kdlab", "quickstart", "--audio", "--data", str(fsdd), "--seeds",
+                             "1", "--out", str(tmp_path / "qs")], capture_output=True, text=True, env=env, timeout=600)
     seconds = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
-    assert seconds < 300, f"quickstart --audio took {seconds:.0f} s"
+    assert seconds < 150, f"quickstart --audio --seeds 1 took {seconds:.0f} s"
     table = [line for line in result.stdout.splitlines() if line.count("+-") == 3]
     assert [re.split(r"\s{2,}", line)[0] for line in table] == ["ce", "ls, eps=0.1",
                                                                 "lsr_os_tc, eps=0.1, tau=4.0, beta=0.2"]
     runs = sorted(p.name for p in (tmp_path / "qs").iterdir())
-    assert runs == sorted(f"{m}-s{s}" for m in ("ce", "ls", "lsr_os_tc") for s in range(2))
+    assert runs == sorted(f"{m}-s0" for m in ("ce", "ls", "lsr_os_tc"))
     for run in runs:
         summary = json.loads((tmp_path / "qs" / run / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["dataset"] == "fsdd"

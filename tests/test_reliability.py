@@ -133,30 +133,37 @@ def test_killed_at_random_moments_resumes_to_the_uninterrupted_result(reference,
     assert_same_result(run, reference_run)
 
 
-@pytest.mark.parametrize("fault", [
-    "kill@config.yaml#1",        # before the run has anything but its folder
-    "kill@summary.json#1",       # the first summary
-    "kill@method-0001.safetensors#1",     # inside the first checkpoint (its first tensor file)
-    "kill@optimizer-0002.safetensors#1",  # inside the second (method tensors written, pointer not yet)
-    "kill@state.json#2",                  # publishing the second checkpoint
-    "kill@metrics.jsonl#3",      # after epoch 3's checkpoint, before its metrics line
-    "kill@best.safetensors#2",
-    "kill@test.npz#1",           # the final predictions, after the last checkpoint
-    "kill@model.safetensors#1",  # the final model file
-    "kill@summary.json#6",       # the completed summary itself (1 at the start, 1 per epoch, then this one)
-])
-def test_killed_inside_a_write_resumes_to_the_uninterrupted_result(reference, tmp_path, fault):
+# One run killed inside every kind of write, one after the other: each process of the chain gets the next fault
+# (counted from its own start), the folder is checked intact after each kill, and the next process continues it.
+KILL_CHAIN = [
+    ("train", "kill@config.yaml#1"),               # before the run has anything but its folder
+    ("train", "kill@summary.json#1"),              # the first summary
+    ("resume", "kill@method-0001.safetensors#1"),  # inside the first checkpoint (its first tensor file)
+    ("resume", "kill@optimizer-0002.safetensors#1"),  # inside the second (method tensors written, no pointer)
+    ("resume", "kill@state.json#1"),               # publishing the second checkpoint
+    ("resume", "kill@metrics.jsonl#2"),            # after epoch 2's checkpoint, before its metrics line
+    ("resume", "kill@best.safetensors#1"),         # a best-epoch model file
+    ("resume", "kill@test.npz#1"),                 # the final predictions, after the last checkpoint
+    ("resume", "kill@model.safetensors#1"),        # the final model file
+    ("resume", "kill@summary.json#2"),             # the completed summary itself
+]
+
+
+def test_killed_inside_every_kind_of_write_resumes_to_the_uninterrupted_result(reference, tmp_path):
     recipe, reference_run = reference
     run = tmp_path / "run"
-    killed = kdlab("train", recipe, "--out", run, "--quiet", fault=fault)
-    assert killed.returncode == -signal.SIGKILL
-    assert_intact(run)
-    if fault.startswith("kill@config.yaml"):  # nothing to resume yet: training again into the folder just works
-        refused = kdlab("train", "--resume", run, "--quiet")
-        assert refused.returncode == 2 and "stopped before it started" in refused.stderr
-        resumed = kdlab("train", recipe, "--out", run, "--quiet")
-    else:
-        resumed = kdlab("train", "--resume", run, "--quiet")
+    for command, fault in KILL_CHAIN:
+        if command == "resume" and not (run / "config.yaml").exists():
+            command = "train"  # killed before the config existed: the same train command starts it again
+        args = ("train", recipe, "--out", run, "--quiet") if command == "train" else ("train", "--resume", run,
+                                                                                         "--quiet")
+        killed = kdlab(*args, fault=fault)
+        assert killed.returncode == -signal.SIGKILL, (fault, killed.returncode, killed.stderr)
+        assert_intact(run)
+        if fault == "kill@config.yaml#1":
+            refused = kdlab("train", "--resume", run, "--quiet")
+            assert refused.returncode == 2 and "stopped before it started" in refused.stderr
+    resumed = kdlab("train", "--resume", run, "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_result(run, reference_run)
 
