@@ -453,7 +453,9 @@ def test_real_cifar10_jpeg_folder_and_cached_second_load(shared_data):
     again = load_dataset("folder", cifar10_jpeg)
     second = time.perf_counter() - start
     print(f"\nCIFAR-10 JPEG: first load (decode) {first:.2f} s, second load (cache) {second:.3f} s")
-    assert second < 1.0
+    # The cached load checks the files' sizes and times (60,000 stat calls) and maps one array file: it must be far
+    # cheaper than decoding, whatever the file system's speed.
+    assert second < max(first / 10, 0.5)
     assert again.fingerprint == ds.fingerprint
     np.testing.assert_array_equal(again.train.images[::997], ds.train.images[::997])
 
