@@ -132,13 +132,15 @@ def test_resume_of_a_completed_run_changes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_fashion_mnist_two_epochs_small_cnn_reaches_088(tmp_path, shared_data):
+def test_fashion_mnist_two_epochs_on_half_the_images_reaches_085(tmp_path, shared_data):
+    """The shipped recipe on a stratified half of the training images (suite time): measured 0.8599 in 77 s on
+    2 cores (full data: 0.88 in twice the time)."""
     run = tmp_path / "fmnist"
-    result = kdlab("train", "recipes/fashion_mnist.yaml", "train.epochs=2", f"data.path={shared_data('fashion-mnist')}",
-                   "--out", run, timeout=600)
+    result = kdlab("train", "recipes/fashion_mnist.yaml", "train.epochs=2", "data.train_size=30000",
+                   f"data.path={shared_data('fashion-mnist')}", "--out", run, timeout=600)
     assert result.returncode == 0, result.stderr
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["final"]["test_acc"] >= 0.88, summary["final"]
+    assert summary["final"]["test_acc"] >= 0.85, summary["final"]
 
 
 def test_compiled_bf16_channels_last_run_completes(tmp_path):
