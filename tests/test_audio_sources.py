@@ -525,3 +525,21 @@ def test_load_dataset_caches_audio_and_validation_keeps_clips_together(tmp_path,
     # options that change the samples get their own cache entry
     other = load_dataset("audio_folder", tmp_path / "gtzan", **{**options, "segment_seconds": 1.0})
     assert len(calls) == 2 and other.train.images.shape == (24, 4000)
+
+
+def test_fsdd_speaker_held_out_split(tmp_path):
+    write_fsdd(tmp_path / "fsdd", speakers=("bob", "alice", "carol"), indices=[0, 5, 9])
+    ds = decode_fsdd(tmp_path / "fsdd", seconds=0.05, test_speakers=["carol"])
+    train_names = [f"{d}_{s}_{i}.wav" for d in range(3) for s in ("alice", "bob") for i in (0, 5, 9)]
+    test_names = [f"{d}_carol_{i}.wav" for d in range(3) for i in (0, 5, 9)]
+    for split, names in ((ds.train, train_names), (ds.test, test_names)):  # every index of a speaker, either side
+        assert split.labels.tolist() == [int(n[0]) for n in names]
+        for k, name in enumerate(names):
+            expected = to_int16(fit_length(sf.read(tmp_path / "fsdd" / "recordings" / name, dtype="float32")[0], 400))
+            np.testing.assert_array_equal(split.images[k], expected)
+    both = decode_fsdd(tmp_path / "fsdd", seconds=0.05, test_speakers=["carol", "bob"])
+    assert len(both.test.labels) == 18 and len(both.train.labels) == 9
+    for bad, message in [(["dave"], "no recordings of dave"), (["bob", "alice", "carol"], "holds every speaker"),
+                         ([], "non-empty list"), ("bob", "non-empty list"), (["bob", "bob"], "distinct")]:
+        with raises_one_line(message):
+            decode_fsdd(tmp_path / "fsdd", seconds=0.05, test_speakers=bad)
