@@ -39,9 +39,29 @@ def _restore_torch_threads():
 
 
 def _initial_threads() -> int:
+    """The torch thread count every test runs with: the machine's default, or, when pytest-xdist runs tests side by
+    side, the cores shared out between its workers (also for the subprocesses the tests start, through
+    OMP_NUM_THREADS), so the workers never oversubscribe the cores (two 2-thread torch processes on 2 cores stall
+    each other's OpenMP barriers)."""
     import torch
 
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
     return torch.get_num_threads()
 
 
 _INITIAL_THREADS = _initial_threads()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The machine the suite ran on, at the end of the report (timings in a CI log mean little without it)."""
+    import torch
+
+    from kdlab.train.runtime import cpu_has_native_bf16
+    from kdlab.version import machine_description
+
+    terminalreporter.write_line(f"machine: {machine_description()}, torch {torch.__version__}, native bf16: "
+                                f"{cpu_has_native_bf16()}")

@@ -1,13 +1,11 @@
 """Studies: seeds x stages expansion, shared teachers, reuse on re-run, continuing after a kill, parallel jobs."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import _launch as launch
 import pytest
 import yaml
 
@@ -108,9 +106,7 @@ def test_parallel_jobs_match_sequential(tmp_path):
 def test_killed_study_continues(tmp_path):
     spec = {**STUDY, "base": {**BASE, "train": {"epochs": 3}}}
     path, out = write(tmp_path, spec), tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    process = subprocess.Popen([sys.executable, "-m", "kdlab", "study", str(path), "--out", str(out), "--quiet"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = launch.start("study", path, "--out", out, "--quiet")
     deadline = time.time() + 120
     def completed(name):
         try:

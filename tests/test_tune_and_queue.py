@@ -7,15 +7,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _launch as launch
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
 RECIPE = {
     "data": {"source": "digits", "val_size": 0.1},
     "model": {"name": "cnn_small8"},
@@ -39,18 +38,13 @@ def write(path: Path, raw: dict) -> Path:
     return path
 
 
-def env(tmp_path, **extra):
-    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "KDLAB_CACHE_DIR": str(tmp_path / "cache"), **extra}
-
-
 def kdlab(tmp_path, *args, **extra):
-    return subprocess.run([sys.executable, "-m", "kdlab", *map(str, args)], capture_output=True, text=True,
-                          env=env(tmp_path, **extra), timeout=600, cwd=ROOT)
+    """``kdlab ARGS`` as its own process (forked from a preloaded server, see tests/_launch.py)."""
+    return launch.run(*args, env=launch.environment(KDLAB_CACHE_DIR=tmp_path / "cache", **extra), timeout=600)
 
 
 def start(tmp_path, *args, **extra):
-    return subprocess.Popen([sys.executable, "-m", "kdlab", *map(str, args)], env=env(tmp_path, **extra),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return launch.start(*args, env=launch.environment(KDLAB_CACHE_DIR=tmp_path / "cache", **extra))
 
 
 def trials_of(url: str, name: str):
@@ -221,13 +215,12 @@ def drain_with_two_workers(tmp_path, url: str, kill_one: bool):
     if kill_one:  # kill the first worker inside one of its runs
         started = wait_for(lambda: any((p / "metrics.jsonl").exists() and not (p / "predictions").exists()
                                        for p in out.iterdir() if p.is_dir()) or first.poll() is not None)
-        assert started and first.poll() is None, (first.poll(), first.stderr.read() if first.poll() is not None
-                                                   else "", second.poll())
+        assert started and first.poll() is None, (first.poll(), first.output()[1], second.poll())
         first.send_signal(signal.SIGKILL)
         first.wait()
         killed_run = [p.name for p in out.iterdir() if p.is_dir() and not (p / "predictions").exists()]
     for proc in ([second] if kill_one else [first, second]):
-        assert proc.wait(timeout=600) == 0, proc.stderr.read()
+        assert proc.wait(timeout=600) == 0, proc.output()[1]
     if kill_one:  # the killed worker's run was given back and finished by the survivor
         restarted = kdlab(tmp_path, *common)  # a worker that joins late finds nothing left and says so
         assert restarted.returncode == 0, restarted.stderr

@@ -130,13 +130,15 @@ def _cache_teacher(args: argparse.Namespace) -> int:
 def _quickstart(args: argparse.Namespace) -> int:
     from kdlab.quickstart import AUDIO_RECIPE, run_audio_quickstart, run_quickstart
 
+    if args.jobs is not None and args.jobs < 1:
+        raise KdlabError(f"quickstart: --jobs must be >= 1, got {args.jobs}")
     if args.audio:
         run_audio_quickstart(out=args.out, data=args.data, seeds=args.seeds or 2,
-                             epochs=args.epochs or AUDIO_RECIPE["train"]["epochs"])
+                             epochs=args.epochs or AUDIO_RECIPE["train"]["epochs"], jobs=args.jobs)
     else:
         if args.data is not None:
             raise KdlabError("quickstart: --data is for --audio (the FSDD folder); the image quickstart needs no files")
-        run_quickstart(out=args.out, seeds=args.seeds or 3, epochs=args.epochs or 12)
+        run_quickstart(out=args.out, seeds=args.seeds or 3, epochs=args.epochs or 8, jobs=args.jobs)
     return 0
 
 
@@ -306,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--audio", action="store_true", help="spoken digits (FSDD) instead of scikit-learn's digits")
     quick.add_argument("--data", help="with --audio: the FSDD folder (default $KDLAB_FSDD or ../shared/data/fsdd)")
     quick.add_argument("--seeds", type=int, help="seeds per method (default 3; 2 with --audio)")
-    quick.add_argument("--epochs", type=int, help="epochs per run (default 12; 6 with --audio)")
+    quick.add_argument("--epochs", type=int, help="epochs per run (default 8; 6 with --audio)")
+    quick.add_argument("--jobs", type=int, help="runs trained side by side, each with cores/jobs threads (default: "
+                       "one per core, at most 2)")
     quick.set_defaults(handler=_quickstart)
 
     data = commands.add_parser("data", help="data utilities")

@@ -19,20 +19,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from kdlab.config import load_recipe
+import yaml
+
 from kdlab.errors import KdlabError
-from kdlab.train.engine import train
+from kdlab.io import atomic_write_text
+from kdlab.study import run_study
+from kdlab.train.rundir import RunDir
 
 BASE_RECIPE = {
     "data": {"source": "digits", "val_size": 0.1},
     "model": {"name": "cnn_small8"},
-    "train": {"epochs": 12, "batch_size": 64, "eval_batch_size": 1000},
+    "train": {"epochs": 8, "batch_size": 64, "eval_batch_size": 1000},
     "optim": {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
     "schedule": {"name": "cosine"},
     "runtime": {"progress": False},
 }
 
-TEACHER = "<teacher run>"  # replaced by the teacher's run directory
+TEACHER = "<teacher run>"  # becomes "@teacher": the shared teacher stage of the quickstart study
 
 # One entry per method the quickstart compares: the method section of its recipe.
 METHODS = [
@@ -68,61 +71,58 @@ def default_fsdd() -> Path:
 
 
 def run_audio_quickstart(out: str | None = None, data: str | None = None, seeds: int = 2,
-                         epochs: int = AUDIO_RECIPE["train"]["epochs"]) -> list[dict]:
+                         epochs: int = AUDIO_RECIPE["train"]["epochs"], jobs: int | None = None) -> list[dict]:
     """CE, LS and LSR-OS-TC on FSDD with ``seeds`` seeds each; print and return the table rows."""
     path = Path(data) if data is not None else default_fsdd()
     if not (path / "recordings").is_dir() and not path.name == "recordings":
         raise KdlabError(f"quickstart --audio: no FSDD at {path} (expected {path}/recordings/*.wav); pass --data "
                          f"or set KDLAB_FSDD")
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="kdlab-quickstart-audio-") as scratch:
-        root = Path(out) if out is not None else Path(scratch)
-        root.mkdir(parents=True, exist_ok=True)
-        base = {**AUDIO_RECIPE, "data": {**AUDIO_RECIPE["data"], "path": str(path)},
-                "train": {**AUDIO_RECIPE["train"], "epochs": epochs}}
-        rows = []
-        for method in AUDIO_METHODS:
-            summaries = [train(load_recipe(raw={**base, "method": method, "seed": seed}), root / _run_name(method, seed),
-                               force=True, quiet=True) for seed in range(seeds)]
-            rows.append(_row(method, summaries))
-            print(f"  {rows[-1]['method']}: done", flush=True)
+    base = {**AUDIO_RECIPE, "data": {**AUDIO_RECIPE["data"], "path": str(path)},
+            "train": {**AUDIO_RECIPE["train"], "epochs": epochs}}
+    stages = {_stage_name(method): {"method": method} for method in AUDIO_METHODS}
     title = (f"Free Spoken Digit Dataset (official split, 300 test recordings), audio_cnn_small on log-mel, "
              f"{epochs} epochs, final epoch, mean +- std over {seeds} seed(s):")
-    _print_table(title, rows, time.perf_counter() - start, out)
-    return rows
+    return _compare({"base": base, "stages": stages}, AUDIO_METHODS, seeds, out, jobs, title)
 
 
-def run_quickstart(out: str | None = None, seeds: int = 3, epochs: int = 12) -> list[dict]:
-    """Train each method of ``METHODS`` with ``seeds`` seeds; print and return the per-method table rows."""
+def run_quickstart(out: str | None = None, seeds: int = 3, epochs: int = BASE_RECIPE["train"]["epochs"],
+                   jobs: int | None = None) -> list[dict]:
+    """Train each method of ``METHODS`` with ``seeds`` seeds (the teacher once); print and return the table rows."""
+    base = {**BASE_RECIPE, "train": {**BASE_RECIPE["train"], "epochs": epochs}}
+    stages = {"teacher": {"model": {"name": TEACHER_MODEL}, "shared": True}}
+    for method in METHODS:
+        stage = {"method": {k: "@teacher" if v == TEACHER else v for k, v in method.items()}}
+        if method["name"] in ONLINE:  # several networks per run: half the epochs keeps the quickstart short
+            stage.update(model={"name": TEACHER_MODEL}, train={"epochs": max(1, epochs // 2)})
+        stages[_stage_name(method)] = stage
+    title = (f"scikit-learn digits, cnn_small8 students ({TEACHER_MODEL} teacher for kd; online rows train "
+             f"{TEACHER_MODEL} peers, their inference head shown), final epoch, mean +- std over {seeds} seed(s):")
+    return _compare({"base": base, "stages": stages}, METHODS, seeds, out, jobs, title)
+
+
+def _compare(spec: dict, methods: list[dict], seeds: int, out: str | None, jobs: int | None, title: str) -> list[dict]:
+    """Run ``spec`` (a shared ``teacher`` stage, if any, and one stage per method) as a study over ``seeds`` seeds
+    with CE as the baseline, ``jobs`` runs side by side (default: one per core, at most two), in ``out`` (which
+    ``kdlab report`` then reads) or a scratch folder; print the table."""
     start = time.perf_counter()
+    jobs = jobs or max(1, min(2, os.cpu_count() or 1))
     with tempfile.TemporaryDirectory(prefix="kdlab-quickstart-") as scratch:
         root = Path(out) if out is not None else Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
-        train_section = {**BASE_RECIPE["train"], "epochs": epochs}
-        teacher_run = root / "teacher"
-        teacher = train(load_recipe(raw={**BASE_RECIPE, "train": train_section, "model": {"name": TEACHER_MODEL}}),
-                        teacher_run, force=True, quiet=True)
-        print(f"  teacher {TEACHER_MODEL}: test acc {teacher['final']['test_acc']:.4f}", flush=True)
-        rows = []
-        for method in METHODS:
-            method = {k: str(teacher_run) if v == TEACHER else v for k, v in method.items()}
-            summaries = []
-            for seed in range(seeds):
-                raw = {**BASE_RECIPE, "method": method, "seed": seed, "train": train_section}
-                if method["name"] in ONLINE:  # several networks per run: half the epochs keeps the quickstart short
-                    raw["model"] = {"name": TEACHER_MODEL}
-                    raw["train"] = {**train_section, "epochs": max(1, epochs // 2)}
-                summaries.append(train(load_recipe(raw=raw), root / _run_name(method, seed), force=True, quiet=True))
-            rows.append(_row(method, summaries))
-            print(f"  {rows[-1]['method']}: done", flush=True)
-    title = (f"scikit-learn digits, cnn_small8 students ({TEACHER_MODEL} teacher for kd; online rows train "
-             f"{TEACHER_MODEL} peers, their inference head shown), final epoch, mean +- std over {seeds} seed(s):")
+        recipe = root / "study.yaml"
+        atomic_write_text(recipe, yaml.safe_dump({**spec, "seeds": seeds, "baseline": "ce"}, sort_keys=False))
+        run_study(recipe, root, jobs=jobs, quiet=True)
+        if "teacher" in spec["stages"]:
+            teacher = RunDir(root / "teacher").read_summary()
+            print(f"  teacher {TEACHER_MODEL}: test acc {teacher['final']['test_acc']:.4f}", flush=True)
+        rows = [_row(method, [RunDir(root / f"{_stage_name(method)}-s{seed}").read_summary() for seed in range(seeds)])
+                for method in methods]
     _print_table(title, rows, time.perf_counter() - start, out)
     return rows
 
 
-def _run_name(method: dict, seed: int) -> str:
-    return f"{method['name']}-{method['divergence']}-s{seed}" if "divergence" in method else f"{method['name']}-s{seed}"
+def _stage_name(method: dict) -> str:
+    return f"{method['name']}-{method['divergence']}" if "divergence" in method else method["name"]
 
 
 def _row(method: dict, summaries: list[dict]) -> dict:

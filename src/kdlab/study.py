@@ -25,7 +25,8 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from kdlab.config import read_yaml
+from kdlab.config import DataConfig, read_yaml
+from kdlab.data import load_dataset
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json
 from kdlab.pipeline import PlannedRun, expand_stages, run_stage, validate_runs
@@ -78,10 +79,9 @@ def run_study(path: str | Path, out: str | Path, seeds: int | list[int] | None =
     out.mkdir(parents=True, exist_ok=True)
     if Path(path).resolve() != (out / "study.yaml").resolve():
         shutil.copyfile(path, out / "study.yaml")  # the recipe travels with its runs
-    records: dict[str, dict] = {}
-    failures: dict[str, str] = {}
     if storage is not None:
-        failures.update(_drain_queue(path, out, runs, storage, jobs, quiet, heartbeat, grace))
+        records: dict[str, dict] = {}
+        failures = _drain_queue(path, out, runs, storage, jobs, quiet, heartbeat, grace)
         for run in runs:
             summary = RunDir(out / run.name).read_summary()
             if summary is not None and summary.get("status") == "completed":
@@ -92,25 +92,7 @@ def run_study(path: str | Path, out: str | Path, seeds: int | list[int] | None =
                 failures[run.name] = (summary or {}).get("error") or "not completed"
         return _finish(path, out, runs, seed_list, baseline, records, failures)
 
-    def finished(run: PlannedRun, record: dict | None, error: str | None) -> None:
-        if record is not None:
-            records[run.name] = record
-            print(f"{run.name}: {record['status']}, test_acc {record['final']['test_acc']:.4f}", flush=True)
-        else:
-            failures[run.name] = error
-            print(f"{run.name}: failed: {error}", file=sys.stderr, flush=True)
-
-    if jobs == 1:
-        for run in runs:
-            if run.teacher in failures:
-                failures[run.name] = f"teacher {run.teacher} failed"
-                continue
-            try:
-                finished(run, run_stage(out, run, quiet), None)
-            except (KdlabError, TrainingDiverged) as error:
-                finished(run, None, str(error))
-    else:
-        _run_parallel(out, runs, jobs, finished, failures)
+    records, failures = train_runs(out, runs, jobs, quiet)
     return _finish(path, out, runs, seed_list, baseline, records, failures)
 
 
@@ -131,12 +113,37 @@ def _finish(path, out: Path, runs: list[PlannedRun], seed_list, baseline, record
     return record
 
 
-def _run_parallel(out: Path, runs: list[PlannedRun], jobs: int, finished, failures: dict) -> None:
-    """Schedule runs on ``jobs`` worker processes, each run once its teacher has finished."""
+def train_runs(out: Path, runs: list[PlannedRun], jobs: int = 1,
+               quiet: bool = True) -> tuple[dict[str, dict], dict[str, str]]:
+    """Train, resume or reuse every planned run under ``out``, each once its teacher has finished, ``jobs`` side by
+    side (worker processes with ``cores // jobs`` threads each; one job shows progress bars unless ``quiet``);
+    print a line per run. Return the records of the
+    finished runs and the errors of the failed ones, by run name (a failed teacher fails its students)."""
+    records: dict[str, dict] = {}
+    failures: dict[str, str] = {}
+
+    def finished(run: PlannedRun, record: dict | None, error: str | None) -> None:
+        if record is not None:
+            records[run.name] = record
+            print(f"{run.name}: {record['status']}, test_acc {record['final']['test_acc']:.4f}", flush=True)
+        else:
+            failures[run.name] = error
+            print(f"{run.name}: failed: {error}", file=sys.stderr, flush=True)
+
+    if jobs == 1:
+        for run in runs:
+            if run.teacher in failures:
+                failures[run.name] = f"teacher {run.teacher} failed"
+                continue
+            try:
+                finished(run, run_stage(out, run, quiet), None)
+            except (KdlabError, TrainingDiverged) as error:
+                finished(run, None, str(error))
+        return records, failures
+    decode_sources(runs)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     pending = list(runs)
     running: dict[Future, PlannedRun] = {}
-    done: set[str] = set()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
                              initargs=(threads,)) as pool:
@@ -145,7 +152,7 @@ def _run_parallel(out: Path, runs: list[PlannedRun], jobs: int, finished, failur
                 if run.teacher in failures:
                     pending.remove(run)
                     failures[run.name] = f"teacher {run.teacher} failed"
-                elif len(running) < jobs and (run.teacher is None or run.teacher in done):
+                elif len(running) < jobs and (run.teacher is None or run.teacher in records):
                     pending.remove(run)
                     running[pool.submit(run_stage, out, run, True)] = run
             if not running:
@@ -155,11 +162,23 @@ def _run_parallel(out: Path, runs: list[PlannedRun], jobs: int, finished, failur
                 run = running.pop(future)
                 try:
                     finished(run, future.result(), None)
-                    done.add(run.name)
                 except (KdlabError, TrainingDiverged) as error:
                     finished(run, None, str(error))
                 except Exception as error:  # a bug or a diverged run in a worker: report it, keep the others going
                     finished(run, None, f"{type(error).__name__}: {error}")
+    return records, failures
+
+
+def decode_sources(runs: list[PlannedRun]) -> None:
+    """Decode every data source the runs read into the cache, once, here: workers started afterwards read the cache
+    instead of each decoding the same files at the same time."""
+    seen = set()
+    for run in runs:
+        data = DataConfig.model_validate(run.raw.get("data", {}))
+        key = (data.source, data.path, data.cache_dir, repr(sorted(data.options.items())))
+        if key not in seen:
+            seen.add(key)
+            load_dataset(data.source, data.path, cache_dir=data.cache_dir, **data.options)
 
 
 def _drain_queue(path, out: Path, runs, storage: str, jobs: int, quiet: bool, heartbeat, grace) -> dict[str, str]:
