@@ -168,3 +168,23 @@ def test_data_prepare_and_help(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             main(command)
         assert exit_info.value.code == 0
+
+
+def test_eval_every_evaluates_every_nth_epoch_and_the_last(tmp_path):
+    raw = {**DIGITS, "train": {"epochs": 5, "batch_size": 64, "eval_every": 2}}
+    run = tmp_path / "run"
+    assert main(["train", str(write_recipe(tmp_path / "r.yaml", raw)), "--out", str(run), "--quiet"]) == 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines if "val_acc" in line] == [2, 4, 5]
+    assert all("test_acc" not in line and "train_loss" in line for line in lines if line["epoch"] in (1, 3))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final"]["epoch"] == 5 and summary["best"]["epoch"] in (2, 4, 5)
+    assert summary["best"]["val_acc"] == max(line["val_acc"] for line in lines if "val_acc" in line)
+    # killed after the checkpoint of epoch 3, which was not evaluated: the resumed run ends where this one did
+    killed = tmp_path / "killed"
+    dead = launch.run("train", tmp_path / "r.yaml", "--out", killed, "--quiet",
+                      env=launch.environment(KDLAB_FAULT="kill@state.json#3"))
+    assert dead.returncode == -signal.SIGKILL
+    assert main(["train", "--resume", str(killed), "--quiet"]) == 0
+    again = json.loads((killed / "summary.json").read_text())
+    assert again["final"] == summary["final"] and again["best"] == summary["best"]

@@ -114,6 +114,8 @@ class TrainConfig(Strict):
     epochs: int = Field(ge=1)
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(1000, ge=1)
+    eval_every: int = Field(1, ge=1, description="evaluate val and test every this many epochs and after the last "
+                            "(best-epoch selection sees the evaluated epochs only)")
     drop_last: bool = Field(False, description="drop the last incomplete training batch of each epoch")
     nonfinite: Literal["stop", "skip"] = Field("stop", description="a NaN or infinite loss term or gradient: stop "
                                                "the run (marked failed; the last good checkpoint is kept), or skip "

@@ -159,6 +159,8 @@ def _objective_factory(optuna, study, raw: dict, space: dict[str, Distribution],
             trial.set_user_attr("retry_of", retry_of)
 
         def report(record: dict) -> None:
+            if "val_acc" not in record:  # an epoch without evaluation (train.eval_every)
+                return
             trial.report(record["val_acc"], record["epoch"])
             if trial.should_prune():
                 raise RunStopped("pruned", f"pruned by Optuna at epoch {record['epoch']} (val_acc "

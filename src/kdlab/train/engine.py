@@ -327,22 +327,24 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
             record["train_loss"] = sum(terms.values())
             record.update({f"train_{name}": value for name, value in terms.items()})
             record["train_acc"] = correct / seen
-            last_predictions, last_heads = evaluate_method(method, prepared.eval_loaders, runtime)
-            for split, predictions in last_predictions.items():
-                record.update({f"{split}_{k}": v for k, v in split_metrics(*predictions, groups[split]).items()})
-            if last_heads is not None:
-                record["inference_head"] = method.inference_head
-                record.update(head_metrics(last_heads, groups))
+            last = epoch + 1 == epochs
+            evaluated = last or (epoch + 1) % recipe.train.eval_every == 0
+            if evaluated:
+                last_predictions, last_heads = evaluate_method(method, prepared.eval_loaders, runtime)
+                for split, predictions in last_predictions.items():
+                    record.update({f"{split}_{k}": v for k, v in split_metrics(*predictions, groups[split]).items()})
+                if last_heads is not None:
+                    record["inference_head"] = method.inference_head
+                    record.update(head_metrics(last_heads, groups))
             record["epoch_seconds"] = time.perf_counter() - epoch_start
             record["train_images_per_second"] = seen / seconds
             history.append(record)
-            if best is None or record[best_by] > best[best_by]:
+            if evaluated and (best is None or record[best_by] > best[best_by]):
                 best = _selected(record)
                 if writes:
                     checkpoint.save_tensors(run.checkpoint / "best.safetensors", method.export_state())
             if not quiet:
                 _print_epoch(record, epochs)
-            last = epoch + 1 == epochs
             if writes and (last or (epoch + 1) % recipe.checkpoint.every == 0):
                 _save_teacher_cache(method)
                 checkpoint.save_checkpoint(run.checkpoint, epoch + 1, method, optimizer, {
@@ -528,8 +530,9 @@ def _print_epoch(record: dict, epochs: int) -> None:
     parts = [f"epoch {record['epoch']:>3}/{epochs}", f"loss {record['train_loss']:.4f}", f"train_acc {record['train_acc']:.4f}"]
     if "val_acc" in record:
         parts.append(f"val_acc {record['val_acc']:.4f}")
-    parts += [f"test_acc {record['test_acc']:.4f}", f"test_nll {record['test_nll']:.4f}",
-              f"{record['train_images_per_second']:.0f} img/s", f"{record['epoch_seconds']:.1f}s"]
+    if "test_acc" in record:  # not on epochs without evaluation (train.eval_every)
+        parts += [f"test_acc {record['test_acc']:.4f}", f"test_nll {record['test_nll']:.4f}"]
+    parts += [f"{record['train_images_per_second']:.0f} img/s", f"{record['epoch_seconds']:.1f}s"]
     print("  ".join(parts), flush=True)
 
 
