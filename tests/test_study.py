@@ -59,13 +59,37 @@ def test_per_seed_teachers_pair_by_seed():
     ({"baseline": "nope"}, "baseline 'nope'"),
     ({"baseline": "teacher"}, "baseline 'teacher'"),
     ({"extra": 1}, "unknown key 'extra'"),
-    ({"stages": {"t": {}, "s": {"shared": True, "method": {"name": "kd", "teacher": "@t"}}}}, "shared stage cannot"),
+    ({"stages": {"t": {}, "s": {"shared": True, "method": {"name": "kd", "teacher": "@t"}}}}, "needs a shared teacher"),
+    ({"models": "resnet8"}, "'models' must be"),
+    ({"models": ["resnet8", "resnet8"]}, "'models' must be"),
     ({"stages": {"s": {"shared": "yes"}}}, "shared must be"),
     ({"stages": {"s": {"method": {"name": "ls", "eps": 2}}}}, "eps"),
 ])
 def test_bad_studies(tmp_path, change, match):
     with pytest.raises(KdlabError, match=match):
         plan_study(write(tmp_path, {**STUDY, **change}))
+
+
+def test_models_axis_runs_each_stage_per_model_with_that_models_teachers():
+    spec = {"seeds": [0, 1], "baseline": "ce", "base": BASE, "models": ["cnn_small8", "resnet8"],
+            "stages": {"big": {"model": {"name": "resnet14"}, "shared": True},
+                       "ce": {"method": {"name": "ce"}},
+                       "self": {"method": {"name": "kd", "teacher": "@ce"}},
+                       "kd": {"method": {"name": "kd", "teacher": "@big"}}}}
+    runs = expand_stages("s", spec, seeds=[0, 1], extra_keys=("seeds", "baseline"))
+    by_name = {r.name: r for r in runs}
+    assert [r.name for r in runs if r.stage == "ce"] == ["ce-cnn_small8-s0", "ce-cnn_small8-s1", "ce-resnet8-s0",
+                                                          "ce-resnet8-s1"]
+    assert by_name["big"].raw["model"]["name"] == "resnet14"  # a stage naming its own model is not multiplied
+    assert by_name["self-resnet8-s1"].teacher == "ce-resnet8-s1" and by_name["kd-cnn_small8-s0"].teacher == "big"
+    assert by_name["ce-resnet8-s0"].raw["model"]["name"] == "resnet8" and by_name["ce-resnet8-s0"].group == "ce"
+
+
+def test_generations_are_groups_of_their_own():
+    spec = {"base": BASE, "stages": {"t": {}, "ban": {"method": {"name": "kd", "teacher": "@t"}, "generations": 2}}}
+    runs = expand_stages("s", spec, seeds=[0], extra_keys=())
+    assert [(r.name, r.group, r.teacher) for r in runs] == [("t-s0", "t", None), ("ban-s0-g1", "ban-g1", "t-s0"),
+                                                            ("ban-s0-g2", "ban-g2", "ban-s0-g1")]
 
 
 def test_shared_is_refused_in_a_pipeline():
@@ -122,3 +146,28 @@ def test_killed_study_continues(tmp_path):
     statuses = {r["run"]: r["status"] for r in record["runs"]}
     assert statuses["teacher"] == "reused" and statuses["ce-s0"] == "reused"
     assert all(completed(name) for name in statuses)
+
+
+def test_profiles_and_overrides_change_the_study_and_travel_with_it(tmp_path):
+    profile = write(tmp_path, {"base": {"train": {"epochs": 2}}, "seeds": 1, "models": ["cnn_small8", "resnet8"]},
+                    name="profile.yaml")
+    path, out = write(tmp_path, {**STUDY, "stages": {"ce": {"method": {"name": "ce"}}}}), tmp_path / "out"
+    runs, seeds, _ = plan_study(path, profiles=[profile], overrides=["base.method.name=ls", "stages.ce.train.epochs=1"])
+    assert seeds == [0] and [r.name for r in runs] == ["ce-cnn_small8-s0", "ce-resnet8-s0"]
+    assert runs[0].raw["train"]["epochs"] == 1 and runs[0].raw["method"]["name"] == "ce"
+    record = run_study(path, out, quiet=True, profiles=[profile], overrides=["stages.ce.train.epochs=1"])
+    assert [r["run"] for r in record["runs"]] == ["ce-cnn_small8-s0", "ce-resnet8-s0"]
+    again = run_study(out / "study.yaml", out, quiet=True)  # the recipe as it ran: nothing left to train
+    assert {r["status"] for r in again["runs"]} == {"reused"}
+
+
+def test_study_command_takes_overrides_and_profiles(tmp_path):
+    from _cli import assert_user_error, kdlab_main
+
+    path = write(tmp_path, {**STUDY, "stages": {"ce": {"method": {"name": "ce"}}}})
+    assert_user_error(kdlab_main("study", path, "--out", tmp_path / "o", "stages.ce.method.name=nope"), "nope")
+    assert_user_error(kdlab_main("study", path, "--out", tmp_path / "o", "--profile", tmp_path / "none.yaml"),
+                      "none.yaml")
+    assert not (tmp_path / "o").exists()
+    assert kdlab_main("study", path, "--out", tmp_path / "o", "seeds=1", "--quiet").returncode == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir() if p.is_dir()) == ["ce-s0"]

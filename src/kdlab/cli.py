@@ -57,7 +57,7 @@ def _study(args: argparse.Namespace) -> int:
 
     out = args.out or str(Path("runs") / Path(args.recipe).stem)
     record = run_study(args.recipe, out, seeds=args.seeds, jobs=args.jobs, quiet=args.quiet, storage=args.storage,
-                       heartbeat=args.heartbeat, grace=args.grace)
+                       heartbeat=args.heartbeat, grace=args.grace, profiles=args.profile, overrides=args.overrides)
     trained = sum(run["status"] != "reused" for run in record["runs"])
     print(f"{out}: {len(record['runs'])} runs, {trained} trained or resumed, {len(record['runs']) - trained} reused; "
           f"summarise with: kdlab report {out}")
@@ -247,7 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run every stage of a study recipe (a pipeline recipe with seeds and a "
                                 "baseline) once per seed. Finished runs are reused and interrupted ones resumed, so "
                                 "running a study again continues it.")
-    study.add_argument("recipe", help="study YAML (base, stages, seeds, baseline)")
+    study.add_argument("recipe", help="study YAML (base, stages, seeds, baseline, models)")
+    study.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the study recipe, dotted from "
+                       "its top (base.data.path=..., stages.kd.method.tau=2, seeds=5)")
+    study.add_argument("--profile", action="append", default=[], metavar="FILE",
+                       help="a partial study recipe merged over this one (e.g. studies/profiles/cifar100.yaml: "
+                       "another data set, models and schedule); repeatable")
     study.add_argument("--out", help="the study folder (default runs/<recipe name>)")
     study.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the recipe's seeds")
     study.add_argument("--jobs", type=int, default=1, help="runs trained side by side (default 1)")
@@ -352,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # Overrides may follow options (kdlab train R.yaml --out D a=1); argparse leaves those over. A word there
     # without '=' is taken as an override too, so it gets the override's error message.
-    stray = [a for a in extra if a.startswith("-") or args.command not in ("train", "eval", "cache-teacher")]
+    stray = [a for a in extra if a.startswith("-") or args.command not in ("train", "eval", "cache-teacher", "study")]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:

@@ -78,10 +78,12 @@ class PlannedRun:
 def expand_stages(where: str, pipeline: dict, seeds: list[int] | None = None, extra_keys: tuple = ()) -> list[PlannedRun]:
     """The runs of a pipeline (``seeds`` None) or of a study (every stage not marked ``shared: true`` once per
     seed, named ``<stage>-s<seed>``, its teachers taken from the same seed's runs or from shared stages), in
-    training order."""
-    unknown = set(pipeline) - {"base", "stages", *extra_keys}
+    training order. With ``models: [a, b]`` every stage that does not name its own ``model.name`` runs once per
+    model (``<stage>-<model>[-s<seed>]``, same group: reports compare groups within each model), its teachers taken
+    from the same model's runs first."""
+    unknown = set(pipeline) - {"base", "stages", "models", *extra_keys}
     if unknown:
-        allowed = ", ".join(["base", "stages", *extra_keys])
+        allowed = ", ".join(["base", "stages", "models", *extra_keys])
         raise KdlabError(f"{where}: unknown key '{sorted(unknown)[0]}' (allowed: {allowed})")
     stages = pipeline.get("stages")
     if not isinstance(stages, dict) or not stages:
@@ -89,7 +91,11 @@ def expand_stages(where: str, pipeline: dict, seeds: list[int] | None = None, ex
     base = pipeline.get("base") or {}
     if not isinstance(base, dict):
         raise KdlabError(f"{where}: 'base' must be a mapping of recipe sections")
-    last_run: dict[tuple[str, int | None], str] = {}
+    models = pipeline.get("models")
+    if models is not None and (not isinstance(models, list) or not models or len(set(map(str, models))) != len(models)
+                               or not all(isinstance(m, str) and m for m in models)):
+        raise KdlabError(f"{where}: 'models' must be a non-empty list of different model names")
+    last_run: dict[tuple[str, str | None, int | None], str] = {}
     runs: list[PlannedRun] = []
     for stage, spec in stages.items():
         if not isinstance(spec, dict):
@@ -106,16 +112,19 @@ def expand_stages(where: str, pipeline: dict, seeds: list[int] | None = None, ex
             raise KdlabError(f"{where}: stages.{stage}.shared must be true or false")
         if shared and seeds is None:
             raise KdlabError(f"{where}: stages.{stage}.shared only applies to a study (kdlab study)")
+        own_model = isinstance(spec.get("model"), dict) and "name" in spec["model"]
+        stage_models = [None] if models is None or own_model else models
         raw = deep_merge(base, spec)
         variants = [dict(zip(sweep, values)) for values in itertools.product(*sweep.values())] if sweep else [{}]
         stage_seeds = [None] if seeds is None or shared else list(seeds)
-        for variant in variants:
+        for model, variant in itertools.product(stage_models, variants):
             group = stage + "".join(f"-{key.split('.')[-1]}{value}" for key, value in variant.items())
             for seed in stage_seeds:
                 previous = None
                 for generation in range(1, generations + 1):
-                    name = group + (f"-s{seed}" if seed is not None else "") + (f"-g{generation}" if generations > 1 else "")
-                    recipe = copy.deepcopy(raw)
+                    suffix = f"-g{generation}" if generations > 1 else ""
+                    name = group + (f"-{model}" if model else "") + (f"-s{seed}" if seed is not None else "") + suffix
+                    recipe = deep_merge(raw, {"model": {"name": model}}) if model else copy.deepcopy(raw)
                     for key, value in variant.items():
                         set_dotted(recipe, key, value)
                     if seed is not None:
@@ -125,22 +134,24 @@ def expand_stages(where: str, pipeline: dict, seeds: list[int] | None = None, ex
                         method["teacher"] = f"@{previous}"
                     teacher = method.get("teacher")
                     if isinstance(teacher, str) and teacher.startswith("@"):
-                        method["teacher"] = "@" + _resolve_teacher(where, stage, teacher[1:], seed, last_run, runs)
-                    runs.append(PlannedRun(name, recipe, stage, group, seed))
+                        method["teacher"] = "@" + _resolve_teacher(where, stage, teacher[1:], model, seed, last_run, runs)
+                    runs.append(PlannedRun(name, recipe, stage, group + suffix, seed))
                     previous = name
-                last_run[(stage, seed)] = previous
+                last_run[(stage, model, seed)] = previous
     return runs
 
 
-def _resolve_teacher(where, stage, target, seed, last_run, runs) -> str:
-    """The run a ``@target`` names: the same seed's run of stage ``target``, a shared stage's run, or a run name."""
-    for key in ((target, seed), (target, None)):
+def _resolve_teacher(where, stage, target, model, seed, last_run, runs) -> str:
+    """The run a ``@target`` names: the same model's and seed's run of stage ``target``, else a run of it that is
+    not per model or not per seed (a shared stage), or a run name."""
+    for key in ((target, model, seed), (target, None, seed), (target, model, None), (target, None, None)):
         if key in last_run:
             return last_run[key]
     if target in {run.name for run in runs}:
         return target
-    if any(stage_name == target for stage_name, _ in last_run):
-        raise KdlabError(f"{where}: stages.{stage}: a shared stage cannot take a per-seed stage (@{target}) as teacher")
+    if any(stage_name == target for stage_name, _, _ in last_run):
+        raise KdlabError(f"{where}: stages.{stage}: teacher @{target} is a per-seed or per-model stage, and this "
+                         f"stage is not (a shared stage, or one that names its own model, needs a shared teacher)")
     raise KdlabError(f"{where}: stages.{stage}: teacher @{target} names no earlier stage")
 
 

@@ -25,11 +25,13 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from kdlab.config import DataConfig, read_yaml
+import yaml
+
+from kdlab.config import DataConfig, apply_overrides, read_yaml
 from kdlab.data import load_dataset
 from kdlab.errors import KdlabError
-from kdlab.io import atomic_write_json
-from kdlab.pipeline import PlannedRun, expand_stages, run_stage, validate_runs
+from kdlab.io import atomic_write_json, atomic_write_text
+from kdlab.pipeline import PlannedRun, deep_merge, expand_stages, run_stage, validate_runs
 from kdlab.train.engine import TrainingDiverged
 from kdlab.train.rundir import RunDir
 
@@ -49,10 +51,22 @@ def study_seeds(where: str, value) -> list[int]:
     raise KdlabError(f"{where}: seeds must be a count >= 1 or a list of distinct whole numbers >= 0, got {value!r}")
 
 
-def plan_study(path: str | Path, seeds: int | list[int] | None = None) -> tuple[list[PlannedRun], list[int], str | None]:
-    """(runs in training order, seeds, baseline group) of the study recipe at ``path``, every run validated."""
-    where = str(path)
+def study_spec(path: str | Path, profiles: list[str | Path] = (), overrides: list[str] = ()) -> dict:
+    """The study recipe at ``path`` with each profile (a partial study recipe, e.g. another data set and schedule)
+    deep-merged over it in order, then the ``key=value`` overrides (dotted keys into the study recipe, e.g.
+    ``base.data.path=/data/cifar-100-python`` or ``stages.kd.method.tau=2``)."""
     spec = read_yaml(path)
+    for profile in profiles:
+        spec = deep_merge(spec, read_yaml(profile))
+    return apply_overrides(spec, list(overrides))
+
+
+def plan_study(path: str | Path, seeds: int | list[int] | None = None, profiles: list[str | Path] = (),
+               overrides: list[str] = ()) -> tuple[list[PlannedRun], list[int], str | None]:
+    """(runs in training order, seeds, baseline group) of the study recipe at ``path`` (with ``profiles`` and
+    ``overrides``, see :func:`study_spec`), every run validated."""
+    where = str(path)
+    spec = study_spec(path, profiles, overrides)
     seed_list = study_seeds(where if seeds is None else "--seeds", spec.get("seeds", DEFAULT_SEEDS) if seeds is None else seeds)
     runs = expand_stages(where, spec, seeds=seed_list, extra_keys=("seeds", "baseline"))
     baseline = spec.get("baseline")
@@ -67,18 +81,22 @@ def plan_study(path: str | Path, seeds: int | list[int] | None = None) -> tuple[
 
 def run_study(path: str | Path, out: str | Path, seeds: int | list[int] | None = None, jobs: int = 1,
               quiet: bool = False, storage: str | None = None, heartbeat: int | None = None,
-              grace: int | None = None) -> dict:
-    """Train every missing run of the study at ``path`` under ``out``; return (and write) ``out/study.json``.
+              grace: int | None = None, profiles: list[str | Path] = (), overrides: list[str] = ()) -> dict:
+    """Train every missing run of the study at ``path`` (with ``profiles`` and ``overrides``, see
+    :func:`study_spec`) under ``out``; return (and write) ``out/study.json``. ``out/study.yaml`` is the recipe as
+    it ran, profiles and overrides applied.
 
     With ``storage`` (an Optuna storage URL) the runs are a queue that every worker pointed at the same storage and
     ``out`` drains together (:mod:`kdlab.workqueue`); ``jobs`` workers start here."""
     if jobs < 1:
         raise KdlabError(f"--jobs must be >= 1, got {jobs}")
-    runs, seed_list, baseline = plan_study(path, seeds)
+    runs, seed_list, baseline = plan_study(path, seeds, profiles, overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if Path(path).resolve() != (out / "study.yaml").resolve():
-        shutil.copyfile(path, out / "study.yaml")  # the recipe travels with its runs
+    if profiles or overrides:  # the recipe travels with its runs, as it ran
+        atomic_write_text(out / "study.yaml", yaml.safe_dump(study_spec(path, profiles, overrides), sort_keys=False))
+    elif Path(path).resolve() != (out / "study.yaml").resolve():
+        shutil.copyfile(path, out / "study.yaml")
     if storage is not None:
         records: dict[str, dict] = {}
         failures = _drain_queue(path, out, runs, storage, jobs, quiet, heartbeat, grace)
