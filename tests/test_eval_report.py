@@ -19,9 +19,12 @@ import pytest
 import yaml
 from scipy.optimize import minimize_scalar
 
+from kdlab.archive import archive
 from kdlab.cli import main
 from kdlab.config import load_recipe
 from kdlab.data import load_dataset
+from kdlab.errors import KdlabError
+from kdlab.report import build_report
 from kdlab.study import run_study
 from kdlab.train.engine import train
 
@@ -655,3 +658,38 @@ def test_report_fidelity_matches_the_runs_summaries(study):
 def test_report_does_not_pair_a_shared_stage(study):
     assert study["record"]["runs"][0]["run"] == "teacher" and study["record"]["runs"][0]["seed"] is None
     assert "teacher" not in {row["group"] for row in study["json"]["paired"]}
+
+
+# ---------------------------------------------------------------------------------------------------- archive
+
+
+def test_an_archived_study_reports_like_the_study_itself(study, tmp_path):
+    archived = tmp_path / "archive"
+    assert main(["archive", str(study["out"]), "--out", str(archived)]) == 0
+    kept = {p.relative_to(archived).as_posix() for p in archived.rglob("*") if p.is_file()}
+    assert "study.json" in kept and "study.yaml" in kept
+    assert not any("checkpoint" in name or "predictions" in name for name in kept)
+    for run in study["runs"]:
+        assert {f"{run}/{name}" for name in ("config.yaml", "summary.json", "metrics.jsonl", "analysis.npz")} <= kept
+    assert sum(p.stat().st_size for p in archived.rglob("*") if p.is_file()) < 60_000 * len(study["runs"])
+    report = tmp_path / "report"
+    assert main(["report", str(archived), "--out", str(report)]) == 0
+    again = json.loads((report / "report.json").read_text())
+    original = study["json"]
+    assert [g["group"] for g in again["groups"]] == [g["group"] for g in original["groups"]]
+    for mine, theirs in zip(again["groups"], original["groups"]):
+        assert set(mine["metrics"]) == set(theirs["metrics"])
+        for name, value in theirs["metrics"].items():
+            assert mine["metrics"][name]["mean"] == pytest.approx(value["mean"], rel=1e-5, abs=1e-6), name
+    assert [r["group"] for r in again["paired"]] == [r["group"] for r in original["paired"]]
+    for name in ("reliability.png", "reliability_ts.png", "projection.png", "curves.png"):
+        assert (report / name).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_an_archive_without_the_asked_projection_says_what_to_do(study, tmp_path):
+    archived = tmp_path / "archive"
+    assert main(["archive", str(study["out"]), "--out", str(archived)]) == 0
+    with pytest.raises(KdlabError, match="no checkpoint and no projection of classes"):
+        build_report([archived], tmp_path / "r", classes=["3", "4", "5"])
+    with pytest.raises(KdlabError, match="cannot be archived again"):
+        archive([archived], tmp_path / "twice")

@@ -14,6 +14,7 @@ from kdlab.analysis.plots import (
     build_projection_figure,
     build_reliability_figure,
     build_training_figure,
+    ece_of_bins,
     projection_grid,
     reliability_bins,
     reliability_diagram,
@@ -188,3 +189,12 @@ def test_training_curves_multi_seed_mean_and_band(tmp_path):
     assert_valid_png(training_curves({"KD": seeds}, tmp_path / "seeds.png"))
     with pytest.raises(ValueError, match="none of the keys"):
         build_training_figure({"KD": seeds}, keys=["missing"])
+
+
+def test_a_diagram_drawn_from_stored_bins_has_the_ece_of_the_logits(tmp_path):
+    generator = torch.Generator().manual_seed(3)
+    logits, labels = 3 * torch.randn(500, 7, generator=generator), torch.randint(0, 7, (500,), generator=generator)
+    bins = reliability_bins(logits, labels)
+    assert ece_of_bins(bins) == pytest.approx(float(ece(logits, labels)), abs=1e-6)
+    path = reliability_grid([("stored", bins), ("from logits", logits, labels)], tmp_path / "r.png")
+    assert matplotlib.image.imread(path).shape[1] > 0

@@ -103,6 +103,16 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _archive(args: argparse.Namespace) -> int:
+    from kdlab.archive import archive
+
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    runs = archive(args.paths, args.out, classes=classes, variant=args.variant, per_class=args.per_class)
+    print(f"{args.out}: {len(runs)} runs archived (config, summary, metrics, analysis.npz); "
+          f"report them with: kdlab report {args.out}")
+    return 0
+
+
 def _tune(args: argparse.Namespace) -> int:
     from kdlab.tune import run_tune
 
@@ -279,6 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--per-class", type=int, default=100, help="samples per class in the projection (default 100)")
     report.add_argument("--no-plots", action="store_true", help="tables only")
     report.set_defaults(handler=_report)
+
+    keep = commands.add_parser("archive", help="the part of finished runs that reports need, small enough to commit",
+                               description="Copy each completed run's config.yaml, summary.json and metrics.jsonl "
+                               "and write analysis.npz (reliability-diagram bins before and after temperature "
+                               "scaling, the penultimate-layer projection); no checkpoints, no predictions. kdlab "
+                               "report reads the archive as it reads the runs.")
+    keep.add_argument("paths", nargs="+", help="study folders, pipeline folders or run directories")
+    keep.add_argument("--out", required=True, help="the archive folder")
+    keep.add_argument("--classes", help="three classes for the projection, by name or index (default the first three)")
+    keep.add_argument("--variant", choices=["A", "B"], default="A", help="projection variant (see kdlab report)")
+    keep.add_argument("--per-class", type=int, default=100, help="samples per class in the projection (default 100)")
+    keep.set_defaults(handler=_archive)
 
     tune = commands.add_parser("tune", help="hyper-parameter search with Optuna (workers, shared storage, transfer)",
                                description="Search a space of recipe keys with Optuna (TPE, median pruning on the "

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from kdlab import calibrate, metrics, stats
+from kdlab.archive import stored_projection, stored_reliability
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text, read_predictions
 from kdlab.train.rundir import RunDir
@@ -122,7 +123,7 @@ def run_metrics(entry: RunEntry, selection: str) -> dict:
             arrays = read_predictions(file)
             predictions[split] = (arrays["logits"], arrays["labels"])
     if "test" not in predictions:
-        raise KdlabError(f"report: {entry.path} has no predictions/test.npz")
+        return {**result, **_summary_metrics(entry)}
     logits, labels = predictions["test"]
     result.update(metrics.evaluate_all(logits, labels))
     if "val" in predictions:
@@ -133,6 +134,21 @@ def run_metrics(entry: RunEntry, selection: str) -> dict:
     if teacher is not None and np.array_equal(teacher[1], labels):
         fidelity = metrics.fidelity_all(logits, teacher[0])
     result.update(fidelity or {})
+    return result
+
+
+def _summary_metrics(entry: RunEntry) -> dict:
+    """The final-epoch metrics a run recorded in its summary (what its predictions give; an archived run keeps
+    no predictions, see :mod:`kdlab.archive`)."""
+    evaluation = entry.summary.get("evaluation") or {}
+    if "test" not in evaluation:
+        raise KdlabError(f"report: {entry.path} has neither predictions/test.npz nor test metrics in its summary")
+    result = dict(evaluation["test"])
+    calibration = evaluation.get("calibration")
+    if calibration is not None:
+        result.update(temperature=calibration["temperature"], ece_ts=calibration["after"]["ece"],
+                      nll_ts=calibration["after"]["nll"])
+    result.update((evaluation.get("fidelity") or {}).get("test") or {})
     return result
 
 
@@ -158,6 +174,12 @@ def run_projection(entry: RunEntry, classes: list[int], variant: str, per_class:
     from kdlab.data import Split
     from kdlab.evaluation import eval_loader, load_run, load_run_data, penultimate
 
+    stored = stored_projection(entry.path, classes, variant, per_class)
+    if stored is not None:
+        return stored
+    if not (entry.path / "checkpoint").is_dir():
+        raise KdlabError(f"report: {entry.path} keeps no checkpoint and no projection of classes {classes} "
+                         f"(variant {variant}, {per_class} per class); report it with those, or with --no-plots")
     run = load_run(entry.path)
     dataset = load_run_data(run)
     weight = run.model.classifier.weight.detach().float().cpu().numpy()
@@ -199,7 +221,7 @@ def build_report(paths: list[str | Path], out: str | Path, baseline: str | None 
     if baseline is not None and not any(key[2] == baseline for key in groups):
         raise KdlabError(f"report: baseline {baseline!r} is not a group of these runs "
                          f"({', '.join(sorted({key[2] for key in groups}))})")
-    class_ids, class_names = _resolve_classes(entries[0].summary, classes)
+    class_ids, class_names = resolve_classes(entries[0].summary, classes)
     out.mkdir(parents=True, exist_ok=True)
     if plots and selection == "final":
         for members in groups.values():
@@ -218,7 +240,7 @@ def build_report(paths: list[str | Path], out: str | Path, baseline: str | None 
     return record
 
 
-def _resolve_classes(summary: dict, classes: list[str] | None) -> tuple[list[int], list[str]]:
+def resolve_classes(summary: dict, classes: list[str] | None) -> tuple[list[int], list[str]]:
     names = summary["data"]["class_names"]
     if classes is None:
         if len(names) < 3:
@@ -289,16 +311,19 @@ def _plots(groups: dict[tuple, list[RunEntry]], out: Path, class_ids: list[int],
     firsts = [(key[2], members[0]) for key, members in groups.items()]
     entries, after = [], []
     for group, entry in firsts:
-        file = entry.path / "predictions" / "test.npz"
-        if not file.is_file():
-            continue
-        arrays = read_predictions(file)
-        logits, labels = arrays["logits"], arrays["labels"]
         seed = f" (seed {entry.seed})" if entry.seed is not None else ""
-        entries.append((f"{group}{seed}", logits, labels))
-        if "temperature" in entry.metrics:
-            t = entry.metrics["temperature"]
-            after.append((f"{group}{seed}, T={t:.2f}", logits / t, labels))
+        file = entry.path / "predictions" / "test.npz"
+        if file.is_file():
+            arrays = read_predictions(file)
+            logits, labels = arrays["logits"], arrays["labels"]
+            entries.append((f"{group}{seed}", logits, labels))
+            if "temperature" in entry.metrics:
+                t = entry.metrics["temperature"]
+                after.append((f"{group}{seed}, T={t:.2f}", logits / t, labels))
+        elif (stored := stored_reliability(entry.path)) is not None:
+            entries.append((f"{group}{seed}", stored[0]))
+            if "temperature" in entry.metrics:
+                after.append((f"{group}{seed}, T={entry.metrics['temperature']:.2f}", stored[1]))
     if entries:
         images["reliability"] = plots.reliability_grid(entries, out / "reliability.png").name
     if after:

@@ -27,7 +27,6 @@ from matplotlib.lines import Line2D
 
 from kdlab.analysis.projection import _to_numpy
 from kdlab.io import atomic_write
-from kdlab.metrics import ece as expected_calibration_error
 
 MAX_COLUMNS = 4
 CLASS_COLORS = ("#1f77b4", "#d62728", "#2ca02c")
@@ -85,9 +84,17 @@ def reliability_bins(logits, labels, n_bins: int = 15) -> dict[str, np.ndarray]:
     return {"edges": edges, "count": count, "accuracy": accuracy, "confidence": confidence}
 
 
-def _draw_reliability(fig: Figure, cell, title: str, logits, labels, n_bins: int) -> None:
-    stats = reliability_bins(logits, labels, n_bins)
-    ece_value = expected_calibration_error(logits, labels, n_bins=n_bins)
+def ece_of_bins(stats: Mapping[str, np.ndarray]) -> float:
+    """The ECE of :func:`reliability_bins`' statistics: sum_m count_m/n * |accuracy_m − confidence_m|."""
+    gaps = np.abs(np.nan_to_num(stats["accuracy"]) - np.nan_to_num(stats["confidence"]))
+    return float(np.sum(stats["count"] / stats["count"].sum() * gaps))
+
+
+def _draw_reliability(fig: Figure, cell, title: str, stats: Mapping[str, np.ndarray]) -> None:
+    """One diagram from :func:`reliability_bins`' statistics (ECE and accuracy follow from them exactly)."""
+    n_bins = len(stats["count"])
+    n = int(stats["count"].sum())
+    ece_value = ece_of_bins(stats)
     inner = cell.subgridspec(2, 1, height_ratios=[3, 1], hspace=0.05)
     ax = fig.add_subplot(inner[0])
     ax_count = fig.add_subplot(inner[1], sharex=ax)
@@ -115,7 +122,6 @@ def _draw_reliability(fig: Figure, cell, title: str, logits, labels, n_bins: int
     ax.set_ylabel("accuracy in bin")
     ax.set_title(f"{title}  ECE {ece_value:.3f}")
     ax.legend(loc="upper left", fontsize="small")
-    n = len(_to_numpy(labels).reshape(-1))
     accuracy = float(np.nansum(stats["accuracy"] * count) / n)
     ax.text(
         0.97,
@@ -134,16 +140,18 @@ def _draw_reliability(fig: Figure, cell, title: str, logits, labels, n_bins: int
     ax_count.set_ylabel("samples (%)")
 
 
-def build_reliability_figure(entries: Sequence[tuple[str, object, object]], n_bins: int = 15) -> Figure:
-    """Reliability diagrams of ``entries`` = [(title, logits, labels), ...] side by side, at most 4 per row."""
+def build_reliability_figure(entries: Sequence[tuple], n_bins: int = 15) -> Figure:
+    """Reliability diagrams of ``entries`` side by side, at most 4 per row: each (title, logits, labels), or
+    (title, bins) with the statistics of :func:`reliability_bins` (e.g. stored with an archived run)."""
     if not entries:
         raise ValueError("no entries to draw")
     ncols = min(len(entries), MAX_COLUMNS)
     nrows = math.ceil(len(entries) / ncols)
     fig = _new_figure(4.2 * ncols, 4.8 * nrows)
     grid = fig.add_gridspec(nrows, ncols)
-    for i, (title, logits, labels) in enumerate(entries):
-        _draw_reliability(fig, grid[i // ncols, i % ncols], title, logits, labels, n_bins)
+    for i, (title, *data) in enumerate(entries):
+        stats = data[0] if len(data) == 1 else reliability_bins(*data, n_bins=n_bins)
+        _draw_reliability(fig, grid[i // ncols, i % ncols], title, stats)
     return fig
 
 

@@ -1,0 +1,126 @@
+"""``kdlab archive STUDY_DIR | RUN_DIR... --out DIR``: what reports need of finished runs, small enough to commit.
+
+For every completed run (of a study folder, with its ``study.json`` and ``study.yaml``, or given directly) the
+archive keeps ``config.yaml``, ``summary.json`` and ``metrics.jsonl`` unchanged, and writes ``analysis.npz``:
+
+* ``reliability_*`` and ``reliability_ts_*``: the reliability-diagram statistics of the run's test predictions
+  (:func:`kdlab.analysis.plots.reliability_bins`: ``edges``, ``count``, ``accuracy``, ``confidence``), before and
+  after temperature scaling with the temperature the run fitted on its val split;
+* ``projection_*``: Mueller et al.'s penultimate-layer projection (:func:`kdlab.report.run_projection`) of
+  ``per_class`` train and test samples of three classes: points, labels, templates and spread ratios, with the
+  ``classes``, ``variant`` and ``per_class`` it was made with.
+
+Checkpoints and predictions stay behind (a CIFAR-sized run's predictions are about 600 kB; its archive is about
+20 kB). ``kdlab report`` reads an archive like the runs themselves: every metric comes from ``summary.json``
+(the same final-epoch numbers the predictions give), the plots from ``analysis.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from kdlab.errors import KdlabError
+from kdlab.io import atomic_savez, atomic_write_json, read_predictions
+
+ANALYSIS_FILE = "analysis.npz"
+KEPT_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
+STUDY_FILES = ("study.json", "study.yaml")
+
+
+def archive(paths: list[str | Path], out: str | Path, classes: list[str] | None = None, variant: str = "A",
+            per_class: int = 100) -> list[Path]:
+    """Archive the completed runs under ``paths`` into ``out`` (a study keeps its layout); return the archived
+    run folders. Archiving again replaces each run's files with the current ones."""
+    from kdlab.report import collect_runs, resolve_classes
+
+    entries, _ = collect_runs(paths)
+    out = Path(out)
+    if any(Path(p).resolve() == out.resolve() for p in paths):
+        raise KdlabError(f"archive: --out {out} is one of the folders being archived")
+    out.mkdir(parents=True, exist_ok=True)
+    class_ids, _ = resolve_classes(entries[0].summary, classes)
+    for path in map(Path, paths):
+        if (path / "study.json").is_file():
+            _archive_study_record(path, out)
+    written = []
+    for entry in entries:
+        target = out / entry.path.name
+        target.mkdir(exist_ok=True)
+        for name in KEPT_FILES:
+            if (entry.path / name).is_file():
+                shutil.copyfile(entry.path / name, target / name)
+        atomic_savez(target / ANALYSIS_FILE, **_analysis(entry, class_ids, variant, per_class))
+        written.append(target)
+    return written
+
+
+def _archive_study_record(study: Path, out: Path) -> None:
+    """The study's recipe and record, with the runs' folders made relative to the archive (run names)."""
+    record = json.loads((study / "study.json").read_text())
+    record["out"] = "."
+    for run in record["runs"]:
+        run.pop("dir", None)
+    atomic_write_json(out / "study.json", record)
+    if (study / "study.yaml").is_file():
+        shutil.copyfile(study / "study.yaml", out / "study.yaml")
+
+
+def _analysis(entry, class_ids: list[int], variant: str, per_class: int) -> dict[str, np.ndarray]:
+    from kdlab.analysis.plots import reliability_bins
+    from kdlab.report import run_projection
+
+    predictions = entry.path / "predictions" / "test.npz"
+    if not predictions.is_file():
+        raise KdlabError(f"archive: {entry.path} has no predictions/test.npz (an archive cannot be archived again)")
+    arrays = read_predictions(predictions)
+    logits, labels = arrays["logits"].astype(np.float64), arrays["labels"]
+    temperature = entry.summary.get("evaluation", {}).get("calibration", {}).get("temperature", 1.0)
+    result = {f"reliability_{k}": v for k, v in reliability_bins(logits, labels).items()}
+    result.update({f"reliability_ts_{k}": v for k, v in reliability_bins(logits / temperature, labels).items()})
+    result["temperature"] = np.float64(temperature)
+    projection = run_projection(entry, class_ids, variant, per_class)
+    result.update(projection_classes=np.asarray(class_ids), projection_variant=np.asarray(variant),
+                  projection_per_class=np.asarray(per_class))
+    for split, values in projection.items():
+        for key, value in values.items():
+            result[f"projection_{split}_{key}"] = np.asarray(value)
+    return result
+
+
+def read_analysis(run: str | Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a run's ``analysis.npz`` (None if it has none), read without pickle."""
+    path = Path(run) / ANALYSIS_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise KdlabError(f"{path}: not a readable analysis file ({type(error).__name__}: {error})") from None
+
+
+def stored_projection(run: str | Path, class_ids: list[int], variant: str, per_class: int) -> dict | None:
+    """The projection an archive stored for exactly these classes, variant and sample count, else None."""
+    stored = read_analysis(run)
+    if stored is None or "projection_classes" not in stored:
+        return None
+    if (stored["projection_classes"].tolist() != list(class_ids) or str(stored["projection_variant"]) != variant
+            or int(stored["projection_per_class"]) != per_class):
+        return None
+    return {split: {key[len(f"projection_{split}_"):]: (float(value) if value.ndim == 0 else value)
+                    for key, value in stored.items() if key.startswith(f"projection_{split}_")}
+            for split in ("train", "test")}
+
+
+def stored_reliability(run: str | Path) -> tuple[dict, dict] | None:
+    """The reliability statistics an archive stored (before, after temperature scaling), else None."""
+    stored = read_analysis(run)
+    if stored is None or "reliability_count" not in stored:
+        return None
+    return ({k: stored[f"reliability_{k}"] for k in ("edges", "count", "accuracy", "confidence")},
+            {k: stored[f"reliability_ts_{k}"] for k in ("edges", "count", "accuracy", "confidence")})
+
