@@ -203,38 +203,43 @@ def run_projection(entry: RunEntry, classes: list[int], variant: str, per_class:
 # ---------------------------------------------------------------------------------------------------- the report
 
 
-def build_report(paths: list[str | Path], out: str | Path, baseline: str | None = None,
-                 classes: list[str] | None = None, selection: str = "final", variant: str = "A",
-                 per_class: int = 100, plots: bool = True) -> dict:
-    """Write ``out/report.md``, ``out/report.json`` and the PNGs for the runs under ``paths``; return the record."""
+def load_groups(paths: list[str | Path], selection: str = "final", classes: list[str] | None = None,
+                variant: str = "A", per_class: int = 100, spreads: bool = True):
+    """The completed runs under ``paths`` with their metrics (and, with ``spreads``, their projections), grouped by
+    (dataset, model, group) and sorted by seed: (entries, groups, the study's baseline, class ids, class names)."""
     if selection not in ("final", "best"):
         raise KdlabError(f"report: selection must be final or best, got {selection!r}")
     entries, study_baseline = collect_runs(paths)
-    baseline = baseline or study_baseline
-    out = Path(out)
     groups: dict[tuple, list[RunEntry]] = defaultdict(list)
     for entry in entries:
         entry.metrics = run_metrics(entry, selection)
         groups[entry.key].append(entry)
     for members in groups.values():
         members.sort(key=lambda e: (e.seed is None, e.seed if e.seed is not None else 0))
+    class_ids, class_names = resolve_classes(entries[0].summary, classes)
+    if spreads and selection == "final":
+        for entry in entries:
+            entry.spread = run_projection(entry, class_ids, variant, per_class)
+    return entries, groups, study_baseline, class_ids, class_names
+
+
+def build_report(paths: list[str | Path], out: str | Path, baseline: str | None = None,
+                 classes: list[str] | None = None, selection: str = "final", variant: str = "A",
+                 per_class: int = 100, plots: bool = True) -> dict:
+    """Write ``out/report.md``, ``out/report.json`` and the PNGs for the runs under ``paths``; return the record."""
+    entries, groups, study_baseline, class_ids, class_names = load_groups(paths, selection, classes, variant,
+                                                                          per_class, spreads=plots)
+    baseline = baseline or study_baseline
     if baseline is not None and not any(key[2] == baseline for key in groups):
         raise KdlabError(f"report: baseline {baseline!r} is not a group of these runs "
                          f"({', '.join(sorted({key[2] for key in groups}))})")
-    class_ids, class_names = resolve_classes(entries[0].summary, classes)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if plots and selection == "final":
-        for members in groups.values():
-            for entry in members:
-                entry.spread = run_projection(entry, class_ids, variant, per_class)
-
     record = {"selection": selection, "baseline": baseline, "classes": class_names, "projection_variant": variant,
-              "groups": [], "paired": []}
-    for key, members in groups.items():
-        record["groups"].append(_group_record(key, members))
+              "groups": [group_record(key, members) for key, members in groups.items()], "paired": []}
     if baseline is not None:
         record["paired"] = _paired(groups, baseline)
-    images = _plots(groups, out, class_ids, class_names) if plots else {}
+    images = plot_groups(groups, out, class_ids, class_names) if plots else {}
     atomic_write_json(out / "report.json", record)
     atomic_write_text(out / "report.md", _markdown(record, entries, images, paths))
     return record
@@ -259,7 +264,7 @@ def resolve_classes(summary: dict, classes: list[str] | None) -> tuple[list[int]
     return ids, [names[i] for i in ids]
 
 
-def _group_record(key: tuple, members: list[RunEntry]) -> dict:
+def group_record(key: tuple, members: list[RunEntry]) -> dict:
     dataset, model, group = key
     first = members[0].summary
     values: dict[str, list[float]] = defaultdict(list)
@@ -304,13 +309,17 @@ def _paired(groups: dict[tuple, list[RunEntry]], baseline: str) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------- plots
 
 
-def _plots(groups: dict[tuple, list[RunEntry]], out: Path, class_ids: list[int], class_names: list[str]) -> dict:
+def plot_groups(groups: dict[tuple, list[RunEntry]], out: Path, class_ids: list[int], class_names: list[str],
+                prefix: str = "", which: tuple[str, ...] = ("reliability", "projection", "curves")) -> dict:
+    """The PNGs of ``which`` plots for ``groups`` in ``out`` (file names start with ``prefix``): {kind: file name}."""
     from kdlab.analysis import plots
 
     images = {}
-    firsts = [(key[2], members[0]) for key, members in groups.items()]
+    several = len({key[:2] for key in groups}) > 1  # name each panel by dataset and model too
+    label = {key: f"{key[0]}, {key[1]}: {key[2]}" if several else key[2] for key in groups}
+    firsts = [(label[key], members[0]) for key, members in groups.items()]
     entries, after = [], []
-    for group, entry in firsts:
+    for group, entry in firsts if "reliability" in which else []:
         seed = f" (seed {entry.seed})" if entry.seed is not None else ""
         file = entry.path / "predictions" / "test.npz"
         if file.is_file():
@@ -325,25 +334,25 @@ def _plots(groups: dict[tuple, list[RunEntry]], out: Path, class_ids: list[int],
             if "temperature" in entry.metrics:
                 after.append((f"{group}{seed}, T={entry.metrics['temperature']:.2f}", stored[1]))
     if entries:
-        images["reliability"] = plots.reliability_grid(entries, out / "reliability.png").name
+        images["reliability"] = plots.reliability_grid(entries, out / f"{prefix}reliability.png").name
     if after:
-        images["reliability_ts"] = plots.reliability_grid(after, out / "reliability_ts.png").name
+        images["reliability_ts"] = plots.reliability_grid(after, out / f"{prefix}reliability_ts.png").name
     panels = []
-    for group, entry in firsts:
+    for group, entry in firsts if "projection" in which else []:
         if entry.spread:
             panels.append({"title": group, **{split: (entry.spread[split]["points"], entry.spread[split]["labels"],
                                                       entry.spread[split]["templates"]) for split in ("train", "test")},
                            "spread_ratio": {split: entry.spread[split]["spread_ratio"] for split in ("train", "test")}})
     if panels:
-        images["projection"] = plots.projection_grid(panels, out / "projection.png", dict(zip(class_ids, class_names)),
+        images["projection"] = plots.projection_grid(panels, out / f"{prefix}projection.png",
+                                                     dict(zip(class_ids, class_names)),
                                                      title="Penultimate layer, plane through the class templates").name
     histories = {}
-    for (dataset, model, group), members in groups.items():
-        runs = [_history(e.path) for e in members]
-        histories[group] = [h for h in runs if h]
+    for key, members in groups.items() if "curves" in which else []:
+        histories[label[key]] = [h for h in (_history(e.path) for e in members) if h]
     histories = {k: v for k, v in histories.items() if v}
     if histories:
-        images["curves"] = plots.training_curves(histories, out / "curves.png").name
+        images["curves"] = plots.training_curves(histories, out / f"{prefix}curves.png").name
     return images
 
 
@@ -357,7 +366,7 @@ def _history(path: Path) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------- markdown
 
 
-def _fmt(summary: dict | None, digits: int = 4, ci: bool = False) -> str:
+def fmt(summary: dict | None, digits: int = 4, ci: bool = False) -> str:
     if summary is None or summary.get("n", 0) == 0 or not math.isfinite(summary["mean"]):
         return "–"
     if summary["n"] == 1:
@@ -397,12 +406,12 @@ def _markdown(record: dict, entries: list[RunEntry], images: dict, paths) -> str
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in record["groups"]:
         m = g["metrics"].get
-        row = [g["dataset"], g["model"], g["group"], str(len(g["seeds"])), str(g["epochs"]), _fmt(m("acc"), ci=True),
-               _fmt(m("nll")), _fmt(m("ece")), _fmt(m("ece_ts")), _fmt(m("temperature"), 2), _fmt(m("nll_ts")),
-               _fmt(m("brier")), _fmt(m("adaptive_ece")), _fmt(m("classwise_ece"))]
+        row = [g["dataset"], g["model"], g["group"], str(len(g["seeds"])), str(g["epochs"]), fmt(m("acc"), ci=True),
+               fmt(m("nll")), fmt(m("ece")), fmt(m("ece_ts")), fmt(m("temperature"), 2), fmt(m("nll_ts")),
+               fmt(m("brier")), fmt(m("adaptive_ece")), fmt(m("classwise_ece"))]
         if has_fidelity:
-            row += [_fmt(m("agreement")), _fmt(m("fidelity_kl"))]
-        row += [_fmt(m("wall_seconds"), 0), _fmt(m("images_per_second"), 0)]
+            row += [fmt(m("agreement")), fmt(m("fidelity_kl"))]
+        row += [fmt(m("wall_seconds"), 0), fmt(m("images_per_second"), 0)]
         lines.append("| " + " | ".join(row) + " |")
     if record["paired"]:
         lines += ["", f"## Paired differences against `{record['baseline']}` (same seed)", "",
@@ -410,9 +419,9 @@ def _markdown(record: dict, entries: list[RunEntry], images: dict, paths) -> str
                   "|---|---|---|---|---|---|---|---|---|"]
         for row in record["paired"]:
             p = row.get("acc", {}).get("p_value", math.nan)
-            lines.append(f"| {row['dataset']} | {row['model']} | {row['group']} | {row['n']} | {_fmt(row.get('acc'), ci=True)} | "
-                         f"{'–' if not math.isfinite(p) else f'{p:.3f}'} | {_fmt(row.get('nll'), ci=True)} | "
-                         f"{_fmt(row.get('ece'), ci=True)} | {_fmt(row.get('ece_ts'))} |")
+            lines.append(f"| {row['dataset']} | {row['model']} | {row['group']} | {row['n']} | {fmt(row.get('acc'), ci=True)} | "
+                         f"{'–' if not math.isfinite(p) else f'{p:.3f}'} | {fmt(row.get('nll'), ci=True)} | "
+                         f"{fmt(row.get('ece'), ci=True)} | {fmt(row.get('ece_ts'))} |")
     online = [g for g in record["groups"] if any(name.startswith("acc@") for name in g["metrics"])]
     if online:
         lines += ["", "## Heads of online runs", "",
@@ -426,8 +435,8 @@ def _markdown(record: dict, entries: list[RunEntry], images: dict, paths) -> str
             m = g["metrics"].get
             for head in [name[4:] for name in g["metrics"] if name.startswith("acc@")]:
                 delta = paired.get((g["dataset"], g["model"], g["group"]), {}).get(f"acc@{head}")
-                lines.append(f"| {g['dataset']} | {g['model']} | {g['group']} | {head} | {_fmt(m(f'acc@{head}'), ci=True)} | "
-                             f"{_fmt(m(f'nll@{head}'))} | {_fmt(m(f'ece@{head}'))} | {_fmt(delta, ci=True)} |")
+                lines.append(f"| {g['dataset']} | {g['model']} | {g['group']} | {head} | {fmt(m(f'acc@{head}'), ci=True)} | "
+                             f"{fmt(m(f'nll@{head}'))} | {fmt(m(f'ece@{head}'))} | {fmt(delta, ci=True)} |")
     if any("spread_test" in g["metrics"] for g in record["groups"]):
         lines += ["", f"## Penultimate-layer projection (Mueller et al. 2019), classes {', '.join(record['classes'])}", "",
                   "Spread ratio = mean within-class RMS distance to the class centroid / mean distance between the "
@@ -437,9 +446,9 @@ def _markdown(record: dict, entries: list[RunEntry], images: dict, paths) -> str
                   "|---|---|---|---|---|---|---|"]
         for g in record["groups"]:
             m = g["metrics"].get
-            lines.append(f"| {g['dataset']} | {g['model']} | {g['group']} | {_fmt(m('spread_train'), 3)} | "
-                         f"{_fmt(m('spread_test'), 3)} | {_fmt(m('spread_centroids_train'), 3)} | "
-                         f"{_fmt(m('spread_centroids_test'), 3)} |")
+            lines.append(f"| {g['dataset']} | {g['model']} | {g['group']} | {fmt(m('spread_train'), 3)} | "
+                         f"{fmt(m('spread_test'), 3)} | {fmt(m('spread_centroids_train'), 3)} | "
+                         f"{fmt(m('spread_centroids_test'), 3)} |")
     titles = {"reliability": "Reliability diagrams (first seed of each group)",
               "reliability_ts": "Reliability diagrams after temperature scaling (T fitted on val)",
               "projection": "Projections (first seed of each group; all panels share their axes)",
