@@ -94,6 +94,18 @@ def _eval(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from kdlab.report import build_report
 
+    if args.claims is not None:
+        from kdlab.claims import build_claims_report
+
+        if args.paths:
+            raise KdlabError("report --claims FILE takes no run folders: the claims file names its studies")
+        out = args.out or "reports"
+        record = build_claims_report(args.claims, out)
+        verdicts = ", ".join(f"{c['id']}: {c['verdict']}" for c in record["claims"])
+        print(f"{Path(out) / 'claims.md'}: {len(record['claims'])} claims ({verdicts})")
+        return 0
+    if not args.paths:
+        raise KdlabError("kdlab report needs study folders, pipeline folders or run directories (or --claims FILE)")
     out = args.out or str(Path(args.paths[0]) / "report")
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     record = build_report(args.paths, out, baseline=args.baseline, classes=classes, selection=args.selection,
@@ -279,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "mean ± std and 95%% CI over seeds, paired differences against a baseline, "
                                  "calibration before and after temperature scaling, cost, reliability diagrams, "
                                  "penultimate-layer projections and training curves, in DIR/report.md.")
-    report.add_argument("paths", nargs="+", help="study folders, pipeline folders or run directories")
+    report.add_argument("paths", nargs="*", help="study folders, pipeline folders or run directories")
+    report.add_argument("--claims", metavar="FILE", help="a claims file (studies/claims.yaml): write OUT/claims.md, "
+                        "one section per claim with its tables, plots and a verdict computed from the numbers")
     report.add_argument("--out", help="output folder (default <first path>/report)")
     report.add_argument("--baseline", help="the group to compare against (default: the study's baseline)")
     report.add_argument("--classes", help="three classes for the projection, by name or index (default the first three)")

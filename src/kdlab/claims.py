@@ -1,0 +1,381 @@
+"""Claims: ``kdlab report --claims studies/claims.yaml --out reports`` writes ``reports/claims.md``: for each claim of
+the seed papers, the numbers of the studies that test it and a verdict read from them by a fixed rule.
+
+The claims file (YAML)::
+
+    results: ../results          # the studies' archives (kdlab archive), relative to the claims file
+    commands: |                  # how to regenerate every number: printed at the top of the report
+      kdlab study ...
+    studies:                     # a note per study: its setting and why its schedule is long enough
+      fsdd/offline: "..."
+    claims:
+      - id: 1
+        title: LSR-OS improves on LSR ...
+        source: Wang et al. 2021 (METHODS.md §1)
+        studies: [fsdd/offline, fashion_mnist/offline]
+        groups: [ce, ls, lsr_os, lsr_os_tc]      # rows of its tables (default: the groups its checks name)
+        metrics: [acc, nll, ece, ece_ts]         # columns (this is the default)
+        plots: [reliability, curves]             # any of reliability, projection, curves (default none)
+        checks:
+          - {a: lsr_os, than: ls, metric: acc, expect: higher}
+          - {a: ce, a_metric: ece_ts, than: ls, metric: ece, expect: not_higher}
+          - {approaches: kd_mse, groups: [kd_t1, kd_t4, kd_t20], metric: acc}
+          - {transfer: lsr_os_tc, expect: transfers}          # or: model_dependent
+
+Every check is evaluated in each (dataset, model) of the claim's studies that has its groups, a *cell*; runs are
+paired by seed, and intervals are 95% Student-t intervals over the pairs (:func:`kdlab.stats.paired_difference`):
+
+* ``higher`` / ``lower``: the difference a − than is "+" when its interval lies on the claimed side of 0, "−" when
+  it lies on the other side, "0" otherwise;
+* ``not_higher`` / ``not_lower`` (a reaches than): "−" when the interval lies wholly on the excluded side, else "+";
+* ``approaches``: the absolute mean difference between each group and the target, in the order given: "+" when it
+  never grows along the order and the last group's interval contains 0, "−" when the last is farther from the
+  target than the first, "0" otherwise;
+* ``transfer`` (a sweep family: groups named ``<family>-...``): per model, the setting with the best mean
+  validation accuracy; on every other model, the regret = test accuracy of that setting there − test accuracy of
+  that model's own best setting. ``transfers``: "+" when the two settings coincide or the regret's interval
+  contains 0, "−" when the regret is significantly below 0. ``model_dependent``: "+" when the settings differ and
+  the regret is significantly below 0, "−" when they coincide, "0" otherwise.
+
+The verdict of a claim, from all its cells: **supported** when no cell is "−" and at least half are "+"; **not
+supported** when no cell is "+"; **mixed** otherwise. It is computed, never written by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdlab import stats
+from kdlab.config import read_yaml
+from kdlab.errors import KdlabError
+from kdlab.io import atomic_write_json, atomic_write_text
+from kdlab.report import RunEntry, fmt, load_groups, plot_groups
+
+DEFAULT_METRICS = ("acc", "nll", "ece", "ece_ts")
+EXPECTATIONS = ("higher", "lower", "not_higher", "not_lower")
+TRANSFER_EXPECTATIONS = ("transfers", "model_dependent")
+PLOTS = ("reliability", "projection", "curves")
+METRIC_NAMES = {"acc": "test acc", "nll": "NLL", "ece": "ECE", "ece_ts": "ECE after TS", "brier": "Brier",
+                "spread_test": "spread ratio (test)", "spread_train": "spread ratio (train)", "temperature": "T",
+                "agreement": "agreement with teacher", "fidelity_kl": "KL(teacher ‖ student)", "val_acc": "val acc"}
+
+
+@dataclass
+class Cell:
+    """One check in one (dataset, model): its mark (+, −, 0) and what it was read from."""
+
+    dataset: str
+    model: str
+    check: str
+    mark: str
+    detail: str
+
+
+def metric_value(entry: RunEntry, name: str) -> float:
+    """A run's value of metric ``name``: a report metric (acc, nll, ece, ece_ts, agreement, acc@leader, ...), a
+    projection spread ratio (spread_test, spread_train), or val_acc (final epoch)."""
+    if name.startswith("spread_"):
+        split = name.split("_", 1)[1]
+        return entry.spread[split]["spread_ratio"] if entry.spread else math.nan
+    if name == "val_acc":
+        return entry.summary["final"].get("val_acc", math.nan)
+    return entry.metrics.get(name, math.nan)
+
+
+def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
+    """Read the claims file, evaluate every claim on its studies' archives, write ``out/claims.md``,
+    ``out/claims.json`` and the plots in ``out/claims/``; return the record."""
+    claims_file = Path(claims_file)
+    spec = read_yaml(claims_file)
+    claims = _validated(claims_file, spec)
+    results = (claims_file.parent / spec.get("results", ".")).resolve()
+    for name in dict.fromkeys(s for claim in claims for s in claim["studies"]):
+        if not (results / name).is_dir():
+            raise KdlabError(f"{claims_file}: study results {results / name} not found (run the commands in the file)")
+    loaded: dict[tuple[str, bool], tuple] = {}
+
+    def study(name: str, spreads: bool):
+        if (name, spreads) not in loaded:
+            entries, groups, _, class_ids, class_names = load_groups([results / name], spreads=spreads)
+            loaded[(name, spreads)] = (entries, groups, class_ids, class_names)
+        return loaded[(name, spreads)]
+
+    out = Path(out)
+    images_dir = out / "claims"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    record = {"claims": []}
+    sections = []
+    for claim in claims:
+        spreads = "projection" in claim["plots"] or any(m.startswith("spread_") for m in _metrics_used(claim))
+        groups: dict[tuple, list[RunEntry]] = {}
+        class_ids, class_names = [], []
+        for name in claim["studies"]:
+            _, study_groups, class_ids, class_names = study(name, spreads)
+            groups.update({key: members for key, members in study_groups.items() if key[2] in claim["groups"]
+                           or any(key[2].startswith(f"{family}-") for family in _families(claim))})
+        cells = [cell for check in claim["checks"] for cell in _evaluate(check, groups)]
+        verdict = _verdict(cells)
+        images = plot_groups({k: v for k, v in groups.items() if k[2] in claim["groups"]}, images_dir, class_ids,
+                             class_names, prefix=f"claim{claim['id']}_", which=tuple(claim["plots"])) \
+            if claim["plots"] else {}
+        record["claims"].append({"id": claim["id"], "title": claim["title"], "verdict": verdict,
+                                 "cells": [vars(c) for c in cells], "studies": claim["studies"]})
+        sections.append(_section(claim, groups, cells, verdict, images))
+    first = next(iter(loaded.values()))[0][0].summary if loaded else {}
+    atomic_write_json(out / "claims.json", record)
+    atomic_write_text(out / "claims.md", _markdown(spec, claims_file, record, sections, first))
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------- the spec
+
+
+def _validated(where: Path, spec: dict) -> list[dict]:
+    unknown = set(spec) - {"results", "commands", "studies", "claims", "title", "introduction"}
+    if unknown:
+        raise KdlabError(f"{where}: unknown key '{sorted(unknown)[0]}'")
+    claims = spec.get("claims")
+    if not isinstance(claims, list) or not claims:
+        raise KdlabError(f"{where}: 'claims' must be a non-empty list")
+    result = []
+    for i, claim in enumerate(claims):
+        at = f"{where}: claims[{i}]"
+        if not isinstance(claim, dict):
+            raise KdlabError(f"{at} must be a mapping")
+        extra = set(claim) - {"id", "title", "source", "studies", "groups", "metrics", "plots", "checks", "note"}
+        if extra:
+            raise KdlabError(f"{at}: unknown key '{sorted(extra)[0]}'")
+        for key in ("id", "title", "studies", "checks"):
+            if key not in claim:
+                raise KdlabError(f"{at}: '{key}' is missing")
+        if not isinstance(claim["studies"], list) or not claim["studies"]:
+            raise KdlabError(f"{at}: 'studies' must be a non-empty list of result folders")
+        if not isinstance(claim["checks"], list) or not claim["checks"]:
+            raise KdlabError(f"{at}: 'checks' must be a non-empty list")
+        for check in claim["checks"]:
+            _check_spec(at, check)
+        plots = claim.get("plots", [])
+        if any(p not in PLOTS for p in plots):
+            raise KdlabError(f"{at}: plots are among {', '.join(PLOTS)}")
+        named = [g for check in claim["checks"] for g in _groups_named(check)]
+        result.append({**claim, "plots": plots, "metrics": claim.get("metrics", list(DEFAULT_METRICS)),
+                       "groups": claim.get("groups") or list(dict.fromkeys(named)), "source": claim.get("source", "")})
+    return result
+
+
+def _check_spec(at: str, check) -> None:
+    if not isinstance(check, dict):
+        raise KdlabError(f"{at}: a check must be a mapping")
+    if "transfer" in check:
+        if check.get("expect") not in TRANSFER_EXPECTATIONS:
+            raise KdlabError(f"{at}: a transfer check expects {' or '.join(TRANSFER_EXPECTATIONS)}")
+    elif "approaches" in check:
+        if not isinstance(check.get("groups"), list) or len(check["groups"]) < 2 or "metric" not in check:
+            raise KdlabError(f"{at}: an approaches check needs groups (two or more, in order) and a metric")
+    else:
+        missing = [k for k in ("a", "than", "metric", "expect") if k not in check]
+        if missing:
+            raise KdlabError(f"{at}: a comparison needs a, than, metric and expect ('{missing[0]}' is missing)")
+        if check["expect"] not in EXPECTATIONS:
+            raise KdlabError(f"{at}: expect is one of {', '.join(EXPECTATIONS)}, got {check['expect']!r}")
+
+
+def _groups_named(check: dict) -> list[str]:
+    if "transfer" in check:
+        return []
+    if "approaches" in check:
+        return [*check["groups"], check["approaches"]]
+    return [check["a"], check["than"]]
+
+
+def _families(claim: dict) -> list[str]:
+    return [check["transfer"] for check in claim["checks"] if "transfer" in check]
+
+
+def _metrics_used(claim: dict) -> list[str]:
+    used = list(claim["metrics"])
+    for check in claim["checks"]:
+        used += [check.get("metric", "acc"), check.get("a_metric", check.get("metric", "acc"))]
+    return used
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+
+
+def _cells_of(groups: dict[tuple, list[RunEntry]]) -> list[tuple[str, str]]:
+    return list(dict.fromkeys(key[:2] for key in groups))
+
+
+def _paired(a: list[RunEntry], b: list[RunEntry], metric_a: str, metric_b: str) -> dict | None:
+    by_seed = {e.seed: e for e in b}
+    pairs = [(metric_value(e, metric_a), metric_value(by_seed[e.seed], metric_b)) for e in a if e.seed in by_seed]
+    pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
+    if len(pairs) < 2:
+        return None
+    return stats.paired_difference([x for x, _ in pairs], [y for _, y in pairs])
+
+
+def _side(diff: dict) -> int:
+    """+1 when the interval lies above 0, −1 below, 0 when it contains 0."""
+    return 1 if diff["ci_low"] > 0 else -1 if diff["ci_high"] < 0 else 0
+
+
+def _evaluate(check: dict, groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
+    if "transfer" in check:
+        return _evaluate_transfer(check, groups)
+    if "approaches" in check:
+        return _evaluate_approaches(check, groups)
+    cells = []
+    metric_b = check["metric"]
+    metric_a = check.get("a_metric", metric_b)
+    label = (f"{check['a']}{'' if metric_a == metric_b else f' ({metric_a})'} {check['expect'].replace('_', ' ')} "
+             f"than {check['than']}{'' if metric_a == metric_b else f' ({metric_b})'}, {metric_b}")
+    for dataset, model in _cells_of(groups):
+        a, b = groups.get((dataset, model, check["a"])), groups.get((dataset, model, check["than"]))
+        if not a or not b:
+            continue
+        diff = _paired(a, b, metric_a, metric_b)
+        if diff is None:
+            continue
+        side, expect = _side(diff), check["expect"]
+        wanted = 1 if expect in ("higher", "not_lower") else -1
+        if expect in ("higher", "lower"):
+            mark = "+" if side == wanted else "−" if side == -wanted else "0"
+        else:
+            mark = "−" if side == -wanted else "+"
+        cells.append(Cell(dataset, model, label, mark, f"Δ {_diff_text(diff)}"))
+    return cells
+
+
+def _evaluate_approaches(check: dict, groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
+    cells = []
+    metric, target = check["metric"], check["approaches"]
+    label = f"{' → '.join(check['groups'])} approach {target}, {metric}"
+    for dataset, model in _cells_of(groups):
+        reference = groups.get((dataset, model, target))
+        members = [groups.get((dataset, model, g)) for g in check["groups"]]
+        if not reference or not all(members):
+            continue
+        diffs = [_paired(m, reference, metric, metric) for m in members]
+        if any(d is None for d in diffs):
+            continue
+        gaps = [abs(d["mean"]) for d in diffs]
+        monotone = all(later <= earlier + 1e-12 for earlier, later in zip(gaps, gaps[1:]))
+        if monotone and _side(diffs[-1]) == 0:
+            mark = "+"
+        elif gaps[-1] > gaps[0]:
+            mark = "−"
+        else:
+            mark = "0"
+        detail = "; ".join(f"{g}: Δ {_diff_text(d)}" for g, d in zip(check["groups"], diffs))
+        cells.append(Cell(dataset, model, label, mark, detail))
+    return cells
+
+
+def _evaluate_transfer(check: dict, groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
+    family, expect = check["transfer"], check["expect"]
+    cells = []
+    for dataset in dict.fromkeys(key[0] for key in groups):
+        settings: dict[str, dict[str, list[RunEntry]]] = {}
+        for (d, model, group), members in groups.items():
+            if d == dataset and group.startswith(f"{family}-"):
+                settings.setdefault(model, {})[group] = members
+        best = {model: max(options, key=lambda g: stats.summarize([metric_value(e, "val_acc")
+                                                                   for e in options[g]])["mean"])
+                for model, options in settings.items()}
+        for source in settings:
+            for target in settings:
+                if source == target or best[source] not in settings[target]:
+                    continue
+                label = f"{family}: the best setting on {source} used on {target}"
+                same = best[source] == best[target]
+                diff = None if same else _paired(settings[target][best[source]], settings[target][best[target]],
+                                                 "acc", "acc")
+                side = 0 if diff is None else _side(diff)
+                if expect == "transfers":
+                    mark = "−" if side == -1 else "+"
+                else:
+                    mark = "−" if same else "+" if side == -1 else "0"
+                detail = (f"best on {source}: {best[source]}; best on {target}: {best[target]}"
+                          + ("" if diff is None else f"; regret on {target}: {_diff_text(diff)}"))
+                cells.append(Cell(dataset, target, label, mark, detail))
+    return cells
+
+
+def _verdict(cells: list[Cell]) -> str:
+    if not cells:
+        return "no data"
+    plus, minus = sum(c.mark == "+" for c in cells), sum(c.mark == "−" for c in cells)
+    if minus == 0 and plus * 2 >= len(cells):
+        return "supported"
+    if plus == 0:
+        return "not supported"
+    return "mixed"
+
+
+def _diff_text(diff: dict) -> str:
+    p = diff.get("p_value", math.nan)
+    return (f"{diff['mean']:+.4f} [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]"
+            + (f", p {p:.3f}" if math.isfinite(p) else "") + f", n {diff['n']}")
+
+
+# ---------------------------------------------------------------------------------------------------- markdown
+
+
+def _section(claim: dict, groups: dict[tuple, list[RunEntry]], cells: list[Cell], verdict: str, images: dict) -> str:
+    plus, minus = sum(c.mark == "+" for c in cells), sum(c.mark == "−" for c in cells)
+    lines = [f"## Claim {claim['id']}: {claim['title']}", ""]
+    if claim["source"]:
+        lines += [f"Source: {claim['source']}. Studies: {', '.join(f'`{s}`' for s in claim['studies'])}.", ""]
+    lines += [f"**Verdict: {verdict} on this data** ({plus} of {len(cells)} comparisons on the claimed side with "
+              f"their 95% interval, {minus} on the other side, {len(cells) - plus - minus} undecided).", ""]
+    if claim.get("note"):
+        lines += [claim["note"].strip(), ""]
+    metrics = claim["metrics"]
+    header = ["dataset", "model", "group", "seeds", *[METRIC_NAMES.get(m, m) for m in metrics]]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, members in groups.items():
+        if key[2] not in claim["groups"] and not any(key[2].startswith(f"{f}-") for f in _families(claim)):
+            continue
+        values = [stats.summarize([metric_value(e, m) for e in members]) if all(
+            math.isfinite(metric_value(e, m)) for e in members) else None for m in metrics]
+        row = [key[0], key[1], key[2], str(len(members))]
+        row += [fmt(v, 4 if not m.startswith("spread") else 3, ci=(m == "acc")) for m, v in zip(metrics, values)]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "| dataset | model | comparison | result | numbers |", "|---|---|---|---|---|"]
+    for cell in cells:
+        lines.append(f"| {cell.dataset} | {cell.model} | {cell.check} | {cell.mark} | {cell.detail} |")
+    titles = {"reliability": "Reliability diagrams (first seed)", "reliability_ts": "After temperature scaling",
+              "projection": "Penultimate-layer projections (first seed)", "curves": "Training curves"}
+    for name, file in images.items():
+        lines += ["", f"{titles[name]}:", "", f"![claim {claim['id']} {name}](claims/{file})"]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _markdown(spec: dict, claims_file: Path, record: dict, sections: list[str], first: dict) -> str:
+    lines = [f"# {spec.get('title', 'The seed papers’ claims, tested')}", ""]
+    if spec.get("introduction"):
+        lines += [spec["introduction"].strip(), ""]
+    lines += ["| claim | verdict |", "|---|---|"]
+    for claim in record["claims"]:
+        lines.append(f"| {claim['id']}. {claim['title']} | **{claim['verdict']}** |")
+    lines += ["", f"Generated by `kdlab report --claims {claims_file}` from the archived study results (summaries, "
+              f"metrics and analysis files; no checkpoints). Machine: {first.get('machine', '?')}, torch "
+              f"{first.get('torch_version', '?')}, precision {first.get('precision', '?')}.", "",
+              "**Conventions.** Final-epoch weights, test split (validation only to fit temperatures and, for claim "
+              "2, to pick settings). Mean ± sample std over seeds, 95% Student-t interval for accuracy; comparisons "
+              "pair runs by seed. ECE: 15 equal-width right-closed bins. Verdict rule (kdlab/claims.py): a comparison "
+              "is + when its 95% interval lies on the claimed side of 0, − when on the other, 0 otherwise "
+              "('reaches' comparisons: − only when significantly on the wrong side); a claim is *supported* with no − "
+              "and at least half +, *not supported* with no +, *mixed* otherwise.", ""]
+    if spec.get("studies"):
+        lines += ["## The studies", ""]
+        for name, note in spec["studies"].items():
+            lines += [f"* `{name}`: {str(note).strip()}"]
+        lines.append("")
+    if spec.get("commands"):
+        lines += ["## Regenerate every number", "", "```bash", spec["commands"].strip(), "```", ""]
+    return "\n".join(lines + sections)

@@ -1,0 +1,157 @@
+"""Claims reports: the cell marks and verdicts on hand-made numbers, and ``kdlab report --claims`` end to end on an
+archived digits study."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from _cli import assert_user_error, kdlab_main
+from kdlab.claims import Cell, _evaluate, _verdict
+from kdlab.report import RunEntry
+
+SEEDS = (0, 1, 2)
+
+
+def entries(values: list[float], model: str = "m", val: list[float] | None = None, metric: str = "acc") -> list[RunEntry]:
+    """Runs of one group: ``metric`` per seed (and val_acc)."""
+    return [RunEntry(Path(f"run{seed}"), {"final": {"val_acc": (val or values)[i]}}, "g", seed,
+                     metrics={metric: v}) for i, (seed, v) in enumerate(zip(SEEDS, values))]
+
+
+def groups(**by_group) -> dict:
+    return {("data", "m", name): members for name, members in by_group.items()}
+
+
+BASE = [0.80, 0.82, 0.81]
+
+
+@pytest.mark.parametrize("better,expect,mark", [
+    ([0.83, 0.85, 0.84], "higher", "+"),      # +0.03 every seed: the interval lies above 0
+    ([0.77, 0.79, 0.78], "higher", "−"),      # −0.03: below
+    ([0.81, 0.81, 0.81], "higher", "0"),      # +0.01, −0.01, 0: contains 0
+    ([0.77, 0.79, 0.78], "lower", "+"),
+    ([0.83, 0.85, 0.84], "not_higher", "−"),  # significantly higher: does not "reach" from below
+    ([0.81, 0.81, 0.81], "not_higher", "+"),
+    ([0.77, 0.79, 0.78], "not_higher", "+"),
+])
+def test_comparison_marks_follow_the_interval(better, expect, mark):
+    cells = _evaluate({"a": "new", "than": "base", "metric": "acc", "expect": expect},
+                      groups(new=entries(better), base=entries(BASE)))
+    assert [c.mark for c in cells] == [mark]
+    assert cells[0].detail.startswith("Δ ")
+
+
+def test_cross_metric_comparison_pairs_by_seed():
+    a = entries([0.02, 0.03, 0.025], metric="ece_ts")
+    b = entries([0.10, 0.11, 0.09], metric="ece")
+    cells = _evaluate({"a": "ce", "a_metric": "ece_ts", "than": "ls", "metric": "ece", "expect": "not_higher"},
+                      groups(ce=a, ls=b))
+    assert cells[0].mark == "+" and "ce (ece_ts)" in cells[0].check
+
+
+def test_missing_groups_give_no_cell():
+    assert _evaluate({"a": "x", "than": "base", "metric": "acc", "expect": "higher"}, groups(base=entries(BASE))) == []
+
+
+@pytest.mark.parametrize("values,mark", [
+    ([[0.70, 0.72, 0.71], [0.76, 0.78, 0.77], [0.80, 0.82, 0.81]], "+"),  # gaps 0.1, 0.04, 0 and the last is 0
+    ([[0.70, 0.72, 0.71], [0.76, 0.78, 0.77], [0.78, 0.80, 0.79]], "0"),  # shrinking, but the last still differs
+    ([[0.78, 0.80, 0.79], [0.76, 0.78, 0.77], [0.70, 0.72, 0.71]], "−"),  # growing
+])
+def test_approaches_needs_shrinking_gaps_and_an_indistinguishable_last(values, mark):
+    g = groups(t1=entries(values[0]), t4=entries(values[1]), t20=entries(values[2]), mse=entries(BASE))
+    cells = _evaluate({"approaches": "mse", "groups": ["t1", "t4", "t20"], "metric": "acc"}, g)
+    assert [c.mark for c in cells] == [mark]
+
+
+def transfer_groups(best_a: str, best_b: str, regret: float) -> dict:
+    """Two models x two settings of family f; each model's best (by val) setting is given; on model b the other
+    setting is worse by ``regret`` on test."""
+    result = {}
+    for model, best in (("a", best_a), ("b", best_b)):
+        for setting in ("f-x", "f-y"):
+            good = setting == best
+            test = [0.9, 0.91, 0.905] if good or model == "a" else [0.9 - regret, 0.91 - regret, 0.9 - regret]
+            result[("data", model, setting)] = entries(test, val=[0.95 if good else 0.94] * 3)
+    return result
+
+
+@pytest.mark.parametrize("best_b,regret,expect,marks", [
+    ("f-x", 0.0, "transfers", {"+"}),           # the same best setting on both models
+    ("f-y", 0.05, "transfers", {"−"}),          # the other model's best costs 5 points here (and there)
+    ("f-y", 0.05, "model_dependent", {"+"}),
+    ("f-x", 0.0, "model_dependent", {"−"}),
+])
+def test_transfer_reads_best_settings_from_validation_and_regret_from_test(best_b, regret, expect, marks):
+    g = transfer_groups("f-x", best_b, regret)
+    cells = _evaluate({"transfer": "f", "expect": expect}, g)
+    assert {c.model for c in cells} == {"a", "b"}
+    assert {c.mark for c in cells if c.model == "b"} == marks
+
+
+def test_verdict_rule():
+    cell = lambda mark: Cell("d", "m", "c", mark, "")
+    assert _verdict([cell("+"), cell("+"), cell("0")]) == "supported"
+    assert _verdict([cell("+"), cell("0"), cell("0")]) == "mixed"
+    assert _verdict([cell("+"), cell("+"), cell("−")]) == "mixed"
+    assert _verdict([cell("0"), cell("−")]) == "not supported"
+    assert _verdict([]) == "no data"
+
+
+# ------------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def archived(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("claims")
+    spec = {"seeds": 3, "baseline": "ce",
+            "base": {"data": {"source": "digits", "val_size": 0.1, "train_size": 600}, "model": {"name": "cnn_small8"},
+                     "train": {"epochs": 2}, "runtime": {"progress": False, "threads": 1}},
+            "stages": {"ce": {"method": {"name": "ce"}}, "ls": {"method": {"name": "ls", "eps": 0.1}}}}
+    (root / "study.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert kdlab_main("study", root / "study.yaml", "--out", root / "runs", "--quiet").returncode == 0
+    assert kdlab_main("archive", root / "runs", "--out", root / "results" / "digits").returncode == 0
+    return root
+
+
+def test_claims_report_end_to_end(archived, tmp_path):
+    claims = {"results": str(archived / "results"), "commands": "kdlab study study.yaml --out runs",
+              "studies": {"digits": "cnn_small8, 2 epochs"},
+              "claims": [{"id": 1, "title": "LS lowers NLL... or not", "source": "a test", "studies": ["digits"],
+                          "plots": ["reliability", "projection", "curves"], "metrics": ["acc", "nll", "spread_test"],
+                          "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "higher"},
+                                     {"a": "ce", "a_metric": "ece_ts", "than": "ls", "metric": "ece",
+                                      "expect": "not_higher"}]}]}
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(claims, sort_keys=False))
+    result = kdlab_main("report", "--claims", path, "--out", tmp_path / "reports")
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "reports" / "claims.md").read_text()
+    record = json.loads((tmp_path / "reports" / "claims.json").read_text())
+    verdict = record["claims"][0]["verdict"]
+    assert verdict in ("supported", "not supported", "mixed")
+    assert f"**Verdict: {verdict} on this data**" in md and "## Regenerate every number" in md
+    assert len(record["claims"][0]["cells"]) == 2 and "spread ratio (test)" in md
+    for name in ("claim1_reliability.png", "claim1_projection.png", "claim1_curves.png"):
+        assert (tmp_path / "reports" / "claims" / name).is_file() and f"claims/{name}" in md
+
+
+@pytest.mark.parametrize("change,fragment", [
+    ({"claims": []}, "'claims' must be a non-empty list"),
+    ({"nope": 1}, "unknown key 'nope'"),
+    ({"claims": [{"id": 1, "title": "t", "studies": ["digits"], "checks": [{"a": "ls", "than": "ce"}]}]},
+     "'metric' is missing"),
+    ({"claims": [{"id": 1, "title": "t", "studies": ["digits"],
+                  "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "better"}]}]}, "expect is one of"),
+    ({"claims": [{"id": 1, "title": "t", "studies": ["missing"],
+                  "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "higher"}]}]}, "not found"),
+])
+def test_bad_claims_files_are_one_line_errors(archived, tmp_path, change, fragment):
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump({"results": str(archived / "results"), **change}))
+    assert_user_error(kdlab_main("report", "--claims", path, "--out", tmp_path / "reports"), fragment)
+    assert not (tmp_path / "reports").exists()
