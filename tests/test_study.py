@@ -149,7 +149,8 @@ def test_killed_study_continues(tmp_path):
 
 
 def test_profiles_and_overrides_change_the_study_and_travel_with_it(tmp_path):
-    profile = write(tmp_path, {"base": {"train": {"epochs": 2}}, "seeds": 1, "models": ["cnn_small8", "resnet8"]},
+    profile = write(tmp_path, {"base": {"train": {"epochs": 2}}, "seeds": 1, "models": ["cnn_small8", "resnet8"],
+                               "stages": {"teacher": {"model": {"name": "resnet14"}}}},  # no teacher here: left out
                     name="profile.yaml")
     path, out = write(tmp_path, {**STUDY, "stages": {"ce": {"method": {"name": "ce"}}}}), tmp_path / "out"
     runs, seeds, _ = plan_study(path, profiles=[profile], overrides=["base.method.name=ls", "stages.ce.train.epochs=1"])

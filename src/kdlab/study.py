@@ -54,10 +54,18 @@ def study_seeds(where: str, value) -> list[int]:
 def study_spec(path: str | Path, profiles: list[str | Path] = (), overrides: list[str] = ()) -> dict:
     """The study recipe at ``path`` with each profile (a partial study recipe, e.g. another data set and schedule)
     deep-merged over it in order, then the ``key=value`` overrides (dotted keys into the study recipe, e.g.
-    ``base.data.path=/data/cifar-100-python`` or ``stages.kd.method.tau=2``)."""
+    ``base.data.path=/data/cifar-100-python`` or ``stages.kd.method.tau=2``). A profile serves several studies:
+    its ``stages`` entries (e.g. the teacher's architecture) apply to the stages this study has, the others are
+    left out."""
     spec = read_yaml(path)
-    for profile in profiles:
-        spec = deep_merge(spec, read_yaml(profile))
+    for profile in map(Path, profiles):
+        extra = read_yaml(profile)
+        stages = extra.get("stages")
+        if stages is not None:
+            if not isinstance(stages, dict):
+                raise KdlabError(f"{profile}: 'stages' must be a mapping of stage name to recipe sections")
+            extra = {**extra, "stages": {k: v for k, v in stages.items() if k in (spec.get("stages") or {})}}
+        spec = deep_merge(spec, extra)
     return apply_overrides(spec, list(overrides))
 
 
