@@ -172,3 +172,24 @@ def test_study_command_takes_overrides_and_profiles(tmp_path):
     assert not (tmp_path / "o").exists()
     assert kdlab_main("study", path, "--out", tmp_path / "o", "seeds=1", "--quiet").returncode == 0
     assert sorted(p.name for p in (tmp_path / "o").iterdir() if p.is_dir()) == ["ce-s0"]
+
+
+def test_study_json_is_written_after_every_run(tmp_path, monkeypatch):
+    """An unfinished study can be reported (and archived): study.json lists the finished runs, the others pending."""
+    import kdlab.study
+
+    real, calls = kdlab.study.run_stage, []
+
+    def stop_at_the_third(out, run, quiet=False):
+        calls.append(run.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(out, run, quiet)
+
+    monkeypatch.setattr(kdlab.study, "run_stage", stop_at_the_third)
+    path, out = write(tmp_path, {**STUDY, "stages": {"ce": {"method": {"name": "ce"}}, "ls": {"method": {"name": "ls"}}}}), tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):
+        run_study(path, out, quiet=True)
+    record = json.loads((out / "study.json").read_text())
+    assert [(r["run"], r["status"]) for r in record["runs"]] == [("ce-s0", "trained"), ("ce-s1", "trained"),
+                                                                  ("ls-s0", "pending"), ("ls-s1", "pending")]

@@ -118,20 +118,31 @@ def run_study(path: str | Path, out: str | Path, seeds: int | list[int] | None =
                 failures[run.name] = (summary or {}).get("error") or "not completed"
         return _finish(path, out, runs, seed_list, baseline, records, failures)
 
-    records, failures = train_runs(out, runs, jobs, quiet)
+    def progress(records: dict, failures: dict) -> None:  # study.json after every run: reports can read it
+        _write_record(path, out, runs, seed_list, baseline, records, failures, "pending")
+
+    records, failures = train_runs(out, runs, jobs, quiet, on_progress=progress)
     return _finish(path, out, runs, seed_list, baseline, records, failures)
 
 
-def _finish(path, out: Path, runs: list[PlannedRun], seed_list, baseline, records: dict, failures: dict) -> dict:
+def _write_record(path, out: Path, runs: list[PlannedRun], seed_list, baseline, records: dict, failures: dict,
+                  missing: str) -> dict:
+    """Write ``out/study.json``: every run's record; runs without one are failed (with their error) or ``missing``."""
     record = {
         "study": str(Path(path).absolute()),
         "out": str(out.absolute()),
         "seeds": seed_list,
         "baseline": baseline,
         "runs": [records.get(run.name) or {"run": run.name, "stage": run.stage, "group": run.group, "seed": run.seed,
-                                            "status": "failed", "error": failures.get(run.name)} for run in runs],
+                                            "status": "failed" if run.name in failures else missing,
+                                            "error": failures.get(run.name)} for run in runs],
     }
     atomic_write_json(out / STUDY_FILE, record)
+    return record
+
+
+def _finish(path, out: Path, runs: list[PlannedRun], seed_list, baseline, records: dict, failures: dict) -> dict:
+    record = _write_record(path, out, runs, seed_list, baseline, records, failures, "failed")
     if failures:
         first = next(iter(failures))
         raise KdlabError(f"{len(failures)} of {len(runs)} study runs failed (first: {first}: {failures[first]}); "
@@ -139,12 +150,12 @@ def _finish(path, out: Path, runs: list[PlannedRun], seed_list, baseline, record
     return record
 
 
-def train_runs(out: Path, runs: list[PlannedRun], jobs: int = 1,
-               quiet: bool = True) -> tuple[dict[str, dict], dict[str, str]]:
+def train_runs(out: Path, runs: list[PlannedRun], jobs: int = 1, quiet: bool = True,
+               on_progress=None) -> tuple[dict[str, dict], dict[str, str]]:
     """Train, resume or reuse every planned run under ``out``, each once its teacher has finished, ``jobs`` side by
     side (worker processes with ``cores // jobs`` threads each; one job shows progress bars unless ``quiet``);
-    print a line per run. Return the records of the
-    finished runs and the errors of the failed ones, by run name (a failed teacher fails its students)."""
+    print a line per run and call ``on_progress(records, failures)`` after each. Return the records of the finished
+    runs and the errors of the failed ones, by run name (a failed teacher fails its students)."""
     records: dict[str, dict] = {}
     failures: dict[str, str] = {}
 
@@ -155,6 +166,8 @@ def train_runs(out: Path, runs: list[PlannedRun], jobs: int = 1,
         else:
             failures[run.name] = error
             print(f"{run.name}: failed: {error}", file=sys.stderr, flush=True)
+        if on_progress is not None:
+            on_progress(records, failures)
 
     if jobs == 1:
         for run in runs:
