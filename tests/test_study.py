@@ -193,3 +193,35 @@ def test_study_json_is_written_after_every_run(tmp_path, monkeypatch):
     record = json.loads((out / "study.json").read_text())
     assert [(r["run"], r["status"]) for r in record["runs"]] == [("ce-s0", "trained"), ("ce-s1", "trained"),
                                                                   ("ls-s0", "pending"), ("ls-s1", "pending")]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and "spawn_main" in (stat.parent / "cmdline").read_bytes().decode(errors="replace"):
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_workers_die_with_a_killed_study(tmp_path):
+    """A study killed with SIGKILL takes its worker processes with it (no orphan keeps training)."""
+    spec = {**STUDY, "base": {**BASE, "train": {"epochs": 50}}, "stages": {"ce": {"method": {"name": "ce"}}}}
+    path, out = write(tmp_path, spec), tmp_path / "out"
+    study = launch.start("study", path, "--out", out, "--jobs", "2", "--quiet")
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_children(study.pid)) < 2:
+        time.sleep(0.1)
+    workers = _children(study.pid)
+    assert len(workers) == 2
+    study.send_signal(signal.SIGKILL)
+    study.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}/stat").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()
+                   for pid in workers)

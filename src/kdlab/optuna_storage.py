@@ -12,7 +12,6 @@ else, once.
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -138,6 +137,3 @@ def worker_count(requested: int | None) -> int:
         raise KdlabError(f"--workers must be >= 1, got {requested}")
     return requested
 
-
-def threads_per_worker(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // workers)

@@ -18,11 +18,9 @@ run are reused and an interrupted run is resumed, so re-running a study trains o
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import shutil
 import sys
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 
 import yaml
@@ -34,6 +32,7 @@ from kdlab.io import atomic_write_json, atomic_write_text
 from kdlab.pipeline import PlannedRun, deep_merge, expand_stages, run_stage, validate_runs
 from kdlab.train.engine import TrainingDiverged
 from kdlab.train.rundir import RunDir
+from kdlab.workers import worker_pool
 
 STUDY_FILE = "study.json"
 DEFAULT_SEEDS = 3
@@ -180,12 +179,9 @@ def train_runs(out: Path, runs: list[PlannedRun], jobs: int = 1, quiet: bool = T
                 finished(run, None, str(error))
         return records, failures
     decode_sources(runs)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     pending = list(runs)
     running: dict[Future, PlannedRun] = {}
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+    with worker_pool(jobs) as pool:
         while pending or running:
             for run in list(pending):
                 if run.teacher in failures:
@@ -229,17 +225,9 @@ def _drain_queue(path, out: Path, runs, storage: str, jobs: int, quiet: bool, he
     if jobs == 1:
         return workqueue.drain(runs, out, storage, name, quiet, **timing)
     failures: dict[str, str] = {}
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+    with worker_pool(jobs) as pool:
         futures = [pool.submit(workqueue.drain, runs, out, storage, name, True, **timing) for _ in range(jobs)]
         for future in futures:
             failures.update(future.result())
     return failures
 
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)

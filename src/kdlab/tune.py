@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,8 @@ from kdlab.config import load_recipe, raise_validation, read_yaml
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text
 from kdlab.optuna_storage import (GRACE_SECONDS, HEARTBEAT_SECONDS, default_url, import_optuna, open_storage,
-                                  retried_from, threads_per_worker, worker_count)
+                                  retried_from, worker_count)
+from kdlab.workers import threads_per_worker, worker_pool
 
 OBJECTIVES = ("final", "best")
 
@@ -259,7 +258,7 @@ def _search(raw, space, trials, out, url, name, workers, objective, seed, startu
     if workers == 1:
         _work({**args, "worker": 0})
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with worker_pool(workers) as pool:
             for result in [pool.submit(_work, {**args, "worker": k}) for k in range(workers)]:
                 result.result()
     study = optuna.load_study(study_name=name, storage=storage)
