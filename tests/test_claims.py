@@ -147,11 +147,53 @@ def test_claims_report_end_to_end(archived, tmp_path):
      "'metric' is missing"),
     ({"claims": [{"id": 1, "title": "t", "studies": ["digits"],
                   "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "better"}]}]}, "expect is one of"),
-    ({"claims": [{"id": 1, "title": "t", "studies": ["missing"],
-                  "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "higher"}]}]}, "not found"),
 ])
 def test_bad_claims_files_are_one_line_errors(archived, tmp_path, change, fragment):
     path = tmp_path / "claims.yaml"
     path.write_text(yaml.safe_dump({"results": str(archived / "results"), **change}))
     assert_user_error(kdlab_main("report", "--claims", path, "--out", tmp_path / "reports"), fragment)
     assert not (tmp_path / "reports").exists()
+
+
+def test_studies_not_run_yet_are_named_and_give_no_data(archived, tmp_path):
+    claims = {"results": str(archived / "results"),
+              "claims": [{"id": 4, "title": "later", "studies": ["digits", "missing"],
+                          "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "higher"}]},
+                         {"id": 5, "title": "never", "studies": ["missing"],
+                          "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "higher"}]}]}
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(claims, sort_keys=False))
+    assert kdlab_main("report", "--claims", path, "--out", tmp_path / "reports").returncode == 0
+    record = json.loads((tmp_path / "reports" / "claims.json").read_text())
+    assert [c["pending"] for c in record["claims"]] == [["missing"], ["missing"]]
+    assert record["claims"][1]["verdict"] == "no data" and len(record["claims"][0]["cells"]) == 1
+    assert "Not run yet: `missing`." in (tmp_path / "reports" / "claims.md").read_text()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = {"fsdd": "fsdd_speakers", "fashion_mnist": "fashion_mnist_5k"}
+
+
+def test_the_projects_claims_name_groups_their_studies_have_on_every_profile():
+    from kdlab.claims import _groups_named, _validated
+    from kdlab.study import plan_study
+
+    path = ROOT / "studies" / "claims.yaml"
+    claims = _validated(path, yaml.safe_load(path.read_text()))
+    assert [c["id"] for c in claims] == list(range(1, 10))
+    planned = {}
+    for claim in claims:
+        for study in claim["studies"]:
+            data, recipe = study.split("/")
+            for profile in (PROFILES[data], "cifar100"):  # the CIFAR-100 profile plans the same groups
+                key = (recipe, profile)
+                if key not in planned:
+                    runs, _, _ = plan_study(ROOT / "studies" / "claims" / f"{recipe}.yaml",
+                                            profiles=[ROOT / "studies" / "profiles" / f"{profile}.yaml"])
+                    planned[key] = {run.group for run in runs}
+                groups = planned[key]
+                named = {g for check in claim["checks"] for g in _groups_named(check)} | set(claim["groups"])
+                assert named <= groups, (claim["id"], study, named - groups)
+                for check in claim["checks"]:
+                    if "transfer" in check:
+                        assert sum(g.startswith(check["transfer"] + "-") for g in groups) >= 2

@@ -91,9 +91,6 @@ def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
     spec = read_yaml(claims_file)
     claims = _validated(claims_file, spec)
     results = (claims_file.parent / spec.get("results", ".")).resolve()
-    for name in dict.fromkeys(s for claim in claims for s in claim["studies"]):
-        if not (results / name).is_dir():
-            raise KdlabError(f"{claims_file}: study results {results / name} not found (run the commands in the file)")
     loaded: dict[tuple[str, bool], tuple] = {}
 
     def study(name: str, spreads: bool):
@@ -111,7 +108,8 @@ def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
         spreads = "projection" in claim["plots"] or any(m.startswith("spread_") for m in _metrics_used(claim))
         groups: dict[tuple, list[RunEntry]] = {}
         class_ids, class_names = [], []
-        for name in claim["studies"]:
+        pending = [name for name in claim["studies"] if not (results / name / "study.json").is_file()]
+        for name in [name for name in claim["studies"] if name not in pending]:
             _, study_groups, class_ids, class_names = study(name, spreads)
             groups.update({key: members for key, members in study_groups.items() if key[2] in claim["groups"]
                            or any(key[2].startswith(f"{family}-") for family in _families(claim))})
@@ -121,8 +119,8 @@ def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
                              class_names, prefix=f"claim{claim['id']}_", which=tuple(claim["plots"])) \
             if claim["plots"] else {}
         record["claims"].append({"id": claim["id"], "title": claim["title"], "verdict": verdict,
-                                 "cells": [vars(c) for c in cells], "studies": claim["studies"]})
-        sections.append(_section(claim, groups, cells, verdict, images))
+                                 "cells": [vars(c) for c in cells], "studies": claim["studies"], "pending": pending})
+        sections.append(_section(claim, groups, cells, verdict, images, pending))
     first = next(iter(loaded.values()))[0][0].summary if loaded else {}
     atomic_write_json(out / "claims.json", record)
     atomic_write_text(out / "claims.md", _markdown(spec, claims_file, record, sections, first))
@@ -324,13 +322,15 @@ def _diff_text(diff: dict) -> str:
 # ---------------------------------------------------------------------------------------------------- markdown
 
 
-def _section(claim: dict, groups: dict[tuple, list[RunEntry]], cells: list[Cell], verdict: str, images: dict) -> str:
+def _section(claim: dict, groups: dict[tuple, list[RunEntry]], cells: list[Cell], verdict: str, images: dict,
+             pending: list[str]) -> str:
     plus, minus = sum(c.mark == "+" for c in cells), sum(c.mark == "−" for c in cells)
     lines = [f"## Claim {claim['id']}: {claim['title']}", ""]
     if claim["source"]:
         lines += [f"Source: {claim['source']}. Studies: {', '.join(f'`{s}`' for s in claim['studies'])}.", ""]
     lines += [f"**Verdict: {verdict} on this data** ({plus} of {len(cells)} comparisons on the claimed side with "
-              f"their 95% interval, {minus} on the other side, {len(cells) - plus - minus} undecided).", ""]
+              f"their 95% interval, {minus} on the other side, {len(cells) - plus - minus} undecided)."
+              + (f" Not run yet: {', '.join(f'`{s}`' for s in pending)}." if pending else ""), ""]
     if claim.get("note"):
         lines += [claim["note"].strip(), ""]
     metrics = claim["metrics"]
