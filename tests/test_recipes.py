@@ -9,6 +9,7 @@ from kdlab.pipeline import plan_pipeline
 from kdlab.study import plan_study
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
@@ -23,10 +24,18 @@ def test_pipeline_recipe_is_valid(path):
     assert runs and len({run.name for run in runs}) == len(runs)
 
 
-@pytest.mark.parametrize("path", sorted((RECIPES / "studies").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(p for p in STUDIES.glob("*.yaml") if p.name != "claims.yaml"),
+                         ids=lambda p: p.name)  # claims.yaml is checked in tests/test_claims.py
 def test_study_recipe_is_valid(path):
     runs, seeds, _ = plan_study(path)
     assert runs and len(seeds) >= 3 and len({run.name for run in runs}) == len(runs)
+
+
+@pytest.mark.parametrize("profile", sorted((STUDIES / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((STUDIES / "claims").glob("*.yaml")), ids=lambda p: p.stem)
+def test_claim_study_is_valid_on_every_profile(path, profile):
+    runs, seeds, baseline = plan_study(path, profiles=[profile])
+    assert len(seeds) >= 3 and baseline == "ce" and len({run.name for run in runs}) == len(runs)
 
 
 def test_cifar100_benchmark_pairs_use_the_published_hyper_parameters():
