@@ -296,11 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "one section per claim with its tables, plots and a verdict computed from the numbers")
     report.add_argument("--out", help="output folder (default <first path>/report)")
     report.add_argument("--baseline", help="the group to compare against (default: the study's baseline)")
-    report.add_argument("--classes", help="three classes for the projection, by name or index (default the first three)")
     report.add_argument("--selection", choices=["final", "best"], default="final", help="final epoch (default) or best epoch")
-    report.add_argument("--variant", choices=["A", "B"], default="A", help="projection: A plane through the templates "
-                        "(Mueller et al.), B QR + PCA (Chandrasegaran et al.)")
-    report.add_argument("--per-class", type=int, default=100, help="samples per class in the projection (default 100)")
+    _projection_options(report)
     report.add_argument("--no-plots", action="store_true", help="tables only")
     report.set_defaults(handler=_report)
 
@@ -311,9 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "report reads the archive as it reads the runs.")
     keep.add_argument("paths", nargs="+", help="study folders, pipeline folders or run directories")
     keep.add_argument("--out", required=True, help="the archive folder")
-    keep.add_argument("--classes", help="three classes for the projection, by name or index (default the first three)")
-    keep.add_argument("--variant", choices=["A", "B"], default="A", help="projection variant (see kdlab report)")
-    keep.add_argument("--per-class", type=int, default=100, help="samples per class in the projection (default 100)")
+    _projection_options(keep)
     keep.set_defaults(handler=_archive)
 
     tune = commands.add_parser("tune", help="hyper-parameter search with Optuna (workers, shared storage, transfer)",
@@ -386,6 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "a warm teacher cache, alternating this many times (default 2 full, 0 quick)")
     bench.set_defaults(handler=_bench)
     return parser
+
+
+def _projection_options(parser: argparse.ArgumentParser) -> None:
+    """The penultimate-layer projection's options, shared by report and archive."""
+    parser.add_argument("--classes", help="three classes for the projection, by name or index (default the first three)")
+    parser.add_argument("--variant", choices=["A", "B"], default="A", help="projection: A plane through the templates "
+                        "(Mueller et al.), B QR + PCA (Chandrasegaran et al.)")
+    parser.add_argument("--per-class", type=int, default=100, help="samples per class in the projection (default 100)")
 
 
 def main(argv: list[str] | None = None) -> int:
