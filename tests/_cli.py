@@ -137,6 +137,22 @@ def cifar10_folder(parent: Path, per_batch: int = 4) -> Path:
     return folder
 
 
+def cifar100_folder(parent: Path, train_per_class: int = 3, test_per_class: int = 1) -> Path:
+    """The official ``cifar-100-python`` layout (train, test, meta; fine and coarse labels) with random images."""
+    folder = parent / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, per_class, seed in (("train", train_per_class, 1), ("test", test_per_class, 2)):
+        fine = [k for k in range(100) for _ in range(per_class)]
+        rows = np.random.default_rng(seed).integers(0, 256, (len(fine), 3072), dtype=np.uint8)
+        batch = {b"filenames": [b"f.png"] * len(fine), b"batch_label": name.encode(), b"fine_labels": fine,
+                 b"coarse_labels": [f // 5 for f in fine], b"data": rows}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    meta = {b"fine_label_names": [f"fine{i:02d}".encode() for i in range(100)],
+            b"coarse_label_names": [f"coarse{i:02d}".encode() for i in range(20)]}
+    (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return folder
+
+
 def audio_folder(root: Path, sample_rate: int = 8000, seconds: float = 0.1, classes=("hi", "lo")) -> Path:
     """``root/{train,test}/<class>/<i>.wav``: 16-bit sine tones, two per class and split."""
     import soundfile

@@ -60,3 +60,27 @@ def test_cifar100_online_pipeline_uses_okddip_recipe():
         assert okddip["schedule"]["milestones"] == [150, 225]
         assert okddip["optim"]["lr"] == 0.1 and okddip["optim"]["nesterov"] is True
         assert okddip["method"] == {"name": "okddip", "branches": 4}  # tau 3, lambda 1, ramp-up 80: the defaults
+
+
+def test_claim_studies_run_unchanged_on_cifar100_pickles(tmp_path, monkeypatch):
+    """The CIFAR-100 profile with only the data path (and, to keep the test short, the size of the validation
+    split, one epoch and one seed) changed: runs of the offline and online claim studies train on the official
+    pickle layout with the profile's models, augmentation and schedule."""
+    from _cli import cifar100_folder
+    from kdlab.config import load_recipe
+    from kdlab.train.engine import train
+
+    monkeypatch.setenv("KDLAB_CACHE_DIR", str(tmp_path / "cache"))
+    data = cifar100_folder(tmp_path)
+    overrides = [f"base.data.path={data}", "base.data.val_size=100", "base.train.epochs=1", "seeds=1"]
+    picked = {}
+    for study, names in (("offline", ("ce-resnet8-s0", "lsr_os_tc-resnet20-s0")), ("online", ("okddip-resnet20-s0",))):
+        runs, _, _ = plan_study(STUDIES / "claims" / f"{study}.yaml", profiles=[STUDIES / "profiles" / "cifar100.yaml"],
+                                overrides=overrides)
+        picked.update({run.name: run.raw for run in runs if run.name in names})
+    assert len(picked) == 3
+    for name, raw in picked.items():
+        recipe = load_recipe(raw=raw)
+        assert (recipe.train.batch_size, recipe.optim.lr, recipe.schedule.milestones) == (64, 0.05, [150, 180, 210])
+        summary = train(recipe, tmp_path / name, quiet=True)
+        assert summary["status"] == "completed" and summary["dataset"] == "cifar100" and summary["data"]["classes"] == 100
