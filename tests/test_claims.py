@@ -122,7 +122,7 @@ def test_claims_report_end_to_end(archived, tmp_path):
     claims = {"results": str(archived / "results"), "commands": "kdlab study study.yaml --out runs",
               "studies": {"digits": "cnn_small8, 2 epochs"},
               "claims": [{"id": 1, "title": "LS lowers NLL... or not", "source": "a test", "studies": ["digits"],
-                          "plots": ["reliability", "projection", "curves"], "metrics": ["acc", "nll", "spread_test"],
+                          "plots": ["reliability", "projection", "curves"], "metrics": ["acc", "train_acc", "spread_test"],
                           "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "higher"},
                                      {"a": "ce", "a_metric": "ece_ts", "than": "ls", "metric": "ece",
                                       "expect": "not_higher"}]}]}
@@ -135,7 +135,8 @@ def test_claims_report_end_to_end(archived, tmp_path):
     verdict = record["claims"][0]["verdict"]
     assert verdict in ("supported", "not supported", "mixed")
     assert f"**Verdict: {verdict} on this data**" in md and "## Regenerate every number" in md
-    assert len(record["claims"][0]["cells"]) == 2 and "spread ratio (test)" in md
+    assert len(record["claims"][0]["cells"]) == 2 and "spread ratio (test)" in md and "train acc (last epoch)" in md
+    assert "| nan" not in md and "| – |" not in md.split("| dataset | model | comparison")[0]
     for name in ("claim1_reliability.png", "claim1_projection.png", "claim1_curves.png"):
         assert (tmp_path / "reports" / "claims" / name).is_file() and f"claims/{name}" in md
 

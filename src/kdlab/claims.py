@@ -43,6 +43,7 @@ supported** when no cell is "+"; **mixed** otherwise. It is computed, never writ
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,8 @@ TRANSFER_EXPECTATIONS = ("transfers", "model_dependent")
 PLOTS = ("reliability", "projection", "curves")
 METRIC_NAMES = {"acc": "test acc", "nll": "NLL", "ece": "ECE", "ece_ts": "ECE after TS", "brier": "Brier",
                 "spread_test": "spread ratio (test)", "spread_train": "spread ratio (train)", "temperature": "T",
-                "agreement": "agreement with teacher", "fidelity_kl": "KL(teacher ‖ student)", "val_acc": "val acc"}
+                "agreement": "agreement with teacher", "fidelity_kl": "KL(teacher ‖ student)", "val_acc": "val acc",
+                "train_acc": "train acc (last epoch)"}
 
 
 @dataclass
@@ -81,6 +83,9 @@ def metric_value(entry: RunEntry, name: str) -> float:
         return entry.spread[split]["spread_ratio"] if entry.spread else math.nan
     if name == "val_acc":
         return entry.summary["final"].get("val_acc", math.nan)
+    if name == "train_acc":  # on the training labels as trained on (noisy ones, with label noise): last epoch
+        lines = (entry.path / "metrics.jsonl").read_text().splitlines() if (entry.path / "metrics.jsonl").is_file() else []
+        return json.loads(lines[-1]).get("train_acc", math.nan) if lines else math.nan
     return entry.metrics.get(name, math.nan)
 
 
