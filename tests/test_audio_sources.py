@@ -543,3 +543,22 @@ def test_fsdd_speaker_held_out_split(tmp_path):
                          ([], "non-empty list"), ("bob", "non-empty list"), (["bob", "bob"], "distinct")]:
         with raises_one_line(message):
             decode_fsdd(tmp_path / "fsdd", seconds=0.05, test_speakers=bad)
+
+
+def test_fsdd_validation_voices(tmp_path):
+    write_fsdd(tmp_path / "fsdd", speakers=("bob", "alice", "carol"), indices=[0, 5])
+    ds = decode_fsdd(tmp_path / "fsdd", seconds=0.05, test_speakers=["carol"], val_speakers=["bob"])
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (6, 6, 6)
+    alone = decode_fsdd(tmp_path / "fsdd", seconds=0.05, test_speakers=["carol"])
+    bob = [k for k, (d, s, i) in enumerate((d, s, i) for d in range(3) for s in ("alice", "bob") for i in (0, 5))
+           if s == "bob"]
+    np.testing.assert_array_equal(ds.val.images, alone.train.images[bob])
+    carved = load_dataset("fsdd", tmp_path / "fsdd", seconds=0.05, test_speakers=["carol"], val_speakers=["bob"],
+                          val_size=2, cache_dir=tmp_path / "cache")
+    assert len(carved.val) == 6  # the voices' split is kept; nothing more is carved from train
+    for options, message in [({"val_speakers": ["bob"]}, "needs test_speakers"),
+                             ({"test_speakers": ["carol"], "val_speakers": ["carol"]}, "different speakers"),
+                             ({"test_speakers": ["carol"], "val_speakers": ["bob", "alice"]}, "at least one for training"),
+                             ({"test_speakers": ["carol"], "val_speakers": ["dave"]}, "val_speakers: no recordings")]:
+        with raises_one_line(message):
+            decode_fsdd(tmp_path / "fsdd", seconds=0.05, **options)

@@ -120,7 +120,7 @@ def archived(tmp_path_factory) -> Path:
 
 def test_claims_report_end_to_end(archived, tmp_path):
     claims = {"results": str(archived / "results"), "commands": "kdlab study study.yaml --out runs",
-              "studies": {"digits": "cnn_small8, 2 epochs"},
+              "datasets": {"digits": "cnn_small8, 2 epochs"},
               "claims": [{"id": 1, "title": "LS lowers NLL... or not", "source": "a test", "studies": ["digits"],
                           "plots": ["reliability", "projection", "curves"], "metrics": ["acc", "train_acc", "spread_test"],
                           "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "higher"},

@@ -6,8 +6,8 @@ The claims file (YAML)::
     results: ../results          # the studies' archives (kdlab archive), relative to the claims file
     commands: |                  # how to regenerate every number: printed at the top of the report
       kdlab study ...
-    studies:                     # a note per study: its setting and why its schedule is long enough
-      fsdd/offline: "..."
+    datasets:                    # a note per dataset folder of results: its setting, why its schedule suffices
+      fsdd: "..."
     claims:
       - id: 1
         title: LSR-OS improves on LSR ...
@@ -136,7 +136,7 @@ def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
 
 
 def _validated(where: Path, spec: dict) -> list[dict]:
-    unknown = set(spec) - {"results", "commands", "studies", "claims", "title", "introduction"}
+    unknown = set(spec) - {"results", "commands", "datasets", "claims", "title", "introduction"}
     if unknown:
         raise KdlabError(f"{where}: unknown key '{sorted(unknown)[0]}'")
     claims = spec.get("claims")
@@ -376,10 +376,10 @@ def _markdown(spec: dict, claims_file: Path, record: dict, sections: list[str], 
               "is + when its 95% interval lies on the claimed side of 0, − when on the other, 0 otherwise "
               "('reaches' comparisons: − only when significantly on the wrong side); a claim is *supported* with no − "
               "and at least half +, *not supported* with no +, *mixed* otherwise.", ""]
-    if spec.get("studies"):
-        lines += ["## The studies", ""]
-        for name, note in spec["studies"].items():
-            lines += [f"* `{name}`: {str(note).strip()}"]
+    if spec.get("datasets"):
+        lines += ["## Datasets, networks and schedules", ""]
+        for name, note in spec["datasets"].items():
+            lines += [f"* `{name}/*`: {str(note).strip()}"]
         lines.append("")
     if spec.get("commands"):
         lines += ["## Regenerate every number", "", "```bash", spec["commands"].strip(), "```", ""]

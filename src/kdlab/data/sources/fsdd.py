@@ -12,7 +12,10 @@ with index 0-4 are the test set, index 5 and above the training set (300 test an
 the 6-speaker version). With ``test_speakers`` (a list of speaker names) the split is speaker-held-out instead:
 every recording of those speakers is the test set and every recording of the others the training set, so the test
 measures recognition of voices never heard in training (the official split is at ceiling for small CNNs: kdlab's
-audio_cnn_small reaches 1.000). There is no official validation split (``load_dataset(..., val_size=...)`` carves one).
+audio_cnn_small reaches 1.000). There is no official validation split (``load_dataset(..., val_size=...)`` carves one
+from the training voices); with ``val_speakers`` every recording of those speakers is the validation split instead,
+so that what is fitted or selected on it (a temperature, a hyper-parameter) sees voices unheard in training as the
+test does (a split carved from the training voices is at 0.99-1.00 accuracy and fits temperatures towards 0).
 
 Every recording is read at ``sample_rate`` (resampled from 8 kHz if another rate is asked for) and cut or
 zero-padded at the end to ``round(seconds * sample_rate)`` samples; FSDD's recordings are trimmed of silence and
@@ -68,54 +71,56 @@ def list_recordings(folder: Path) -> list[tuple[int, str, int, str]]:
     return [(*key, found[key]) for key in sorted(found)]
 
 
-def test_speakers_option(value, speakers: set[str], where: str) -> set[str] | None:
-    """``test_speakers`` as a set: None, or a non-empty list of distinct speakers of the dataset, not all of them."""
+def speakers_option(value, speakers: set[str], where: str, option: str = "test_speakers") -> set[str] | None:
+    """``test_speakers`` / ``val_speakers`` as a set: None, or a non-empty list of distinct speakers of the dataset,
+    not all of them."""
     if value is None:
         return None
     if not isinstance(value, list) or not value or not all(isinstance(name, str) for name in value) \
             or len(set(value)) != len(value):
-        raise KdlabError(f"{where}: option test_speakers must be a non-empty list of distinct speaker names, got {value!r}")
+        raise KdlabError(f"{where}: option {option} must be a non-empty list of distinct speaker names, got {value!r}")
     unknown = sorted(set(value) - speakers)
     if unknown:
-        raise KdlabError(f"{where}: option test_speakers: no recordings of {', '.join(unknown)} "
+        raise KdlabError(f"{where}: option {option}: no recordings of {', '.join(unknown)} "
                          f"(speakers: {', '.join(sorted(speakers))})")
     if set(value) == speakers:
-        raise KdlabError(f"{where}: option test_speakers holds every speaker; leave at least one for training")
+        raise KdlabError(f"{where}: option {option} holds every speaker; leave at least one for training")
     return set(value)
 
 
 def decode_fsdd(path: str, *, sample_rate: int = 8000, seconds: float = 1.0,
-                test_speakers: list[str] | None = None) -> Dataset:
+                test_speakers: list[str] | None = None, val_speakers: list[str] | None = None) -> Dataset:
     """FSDD under ``path`` (the folder holding ``recordings/``, or ``recordings/`` itself) with its official split
-    (index 0-4 test, 5 and above train), or held out by speaker with ``test_speakers``; every recording at
-    ``sample_rate`` Hz fit to ``seconds``."""
+    (index 0-4 test, 5 and above train), or held out by speaker with ``test_speakers`` (and ``val_speakers``: the
+    validation split); every recording at ``sample_rate`` Hz fit to ``seconds``."""
     root = data_folder(path)
     sample_rate = sample_rate_option(sample_rate, str(root))
     length = samples(seconds_option(seconds, "seconds", str(root)), sample_rate, "seconds", str(root))
     folder = recordings_folder(root)
     recordings = list_recordings(folder)
-    held_out = test_speakers_option(test_speakers, {speaker for _, speaker, _, _ in recordings}, str(root))
+    speakers = {speaker for _, speaker, _, _ in recordings}
+    held_out = speakers_option(test_speakers, speakers, str(root))
+    validation = speakers_option(val_speakers, speakers, str(root), "val_speakers") or set()
+    if validation and held_out is None:
+        raise KdlabError(f"{root}: option val_speakers needs test_speakers (the official split is by index)")
+    if validation & (held_out or set()) or (held_out or set()) | validation == speakers:
+        raise KdlabError(f"{root}: options test_speakers and val_speakers must be different speakers and leave at "
+                         f"least one for training")
     if held_out is None:
-        in_test = [index <= LAST_TEST_INDEX for _, _, index, _ in recordings]
+        side = ["test" if index <= LAST_TEST_INDEX else "train" for _, _, index, _ in recordings]
     else:
-        in_test = [speaker in held_out for _, speaker, _, _ in recordings]
-    listed = {
-        "train": [(digit, file) for (digit, _, _, file), test in zip(recordings, in_test) if not test],
-        "test": [(digit, file) for (digit, _, _, file), test in zip(recordings, in_test) if test],
-    }
-    for split, items in listed.items():
-        if not items:
+        side = ["test" if speaker in held_out else "val" if speaker in validation else "train"
+                for _, speaker, _, _ in recordings]
+    listed = {split: [(digit, file) for (digit, _, _, file), where in zip(recordings, side) if where == split]
+              for split in ("train", "val", "test")}
+    for split in ("train", "test"):
+        if not listed[split]:
             which = f"index 0-{LAST_TEST_INDEX}" if split == "test" else f"index {LAST_TEST_INDEX + 1} and above"
             raise KdlabError(f"{folder}: no {split} recordings ({which})")
     files = [file for items in listed.values() for _, file in items]
     waves = decode_audio_files(files, sample_rate, length, "decoding fsdd")
-    n_train = len(listed["train"])
-    return Dataset(
-        name="fsdd",
-        classes=list(CLASSES),
-        train=make_split(waves[:n_train], [digit for digit, _ in listed["train"]]),
-        test=make_split(waves[n_train:], [digit for digit, _ in listed["test"]]),
-        val=None,
-        fingerprint="",
-        sample_rate=sample_rate,
-    )
+    splits, start = {}, 0
+    for split, items in listed.items():
+        splits[split] = make_split(waves[start:start + len(items)], [digit for digit, _ in items]) if items else None
+        start += len(items)
+    return Dataset(name="fsdd", classes=list(CLASSES), **splits, fingerprint="", sample_rate=sample_rate)
