@@ -53,7 +53,7 @@ def archive(paths: list[str | Path], out: str | Path, classes: list[str] | None 
         for name in KEPT_FILES:
             if (entry.path / name).is_file():
                 shutil.copyfile(entry.path / name, target / name)
-        atomic_savez(target / ANALYSIS_FILE, **_analysis(entry, class_ids, variant, per_class))
+        atomic_savez(target / ANALYSIS_FILE, compressed=True, **_analysis(entry, class_ids, variant, per_class))
         written.append(target)
     return written
 
@@ -85,9 +85,14 @@ def _analysis(entry, class_ids: list[int], variant: str, per_class: int) -> dict
     projection = run_projection(entry, class_ids, variant, per_class)
     result.update(projection_classes=np.asarray(class_ids), projection_variant=np.asarray(variant),
                   projection_per_class=np.asarray(per_class))
-    for split, values in projection.items():
+    for split, values in projection.items():  # points to float32 and labels to int16: plots need no more
         for key, value in values.items():
-            result[f"projection_{split}_{key}"] = np.asarray(value)
+            value = np.asarray(value)
+            if value.ndim and value.dtype.kind == "f":
+                value = value.astype(np.float32)
+            elif value.ndim and value.dtype.kind in "iu":
+                value = value.astype(np.int16)
+            result[f"projection_{split}_{key}"] = value
     return result
 
 

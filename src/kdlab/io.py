@@ -91,9 +91,10 @@ def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
 
 
-def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:
-    """``numpy.savez`` (uncompressed, no pickled objects) written atomically."""
-    atomic_write(path, lambda handle: np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()}))
+def atomic_savez(path: str | Path, compressed: bool = False, **arrays: np.ndarray) -> None:
+    """``numpy.savez`` (or ``savez_compressed``; no pickled objects) written atomically."""
+    save = np.savez_compressed if compressed else np.savez
+    atomic_write(path, lambda handle: save(handle, **{k: np.asarray(v) for k, v in arrays.items()}))
 
 
 def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
