@@ -70,38 +70,45 @@ def drain(runs: list[PlannedRun], out: Path, url: str, name: str, quiet: bool = 
             time.sleep(POLL_SECONDS)  # others are training; a crashed one's run comes back after the grace period
             continue
         trial = study.ask()
-        fixed = study._storage.get_trial(trial._trial_id).system_attrs.get("fixed_params")  # noqa: SLF001
-        if not fixed or "run" not in fixed:  # the queue emptied between looking and asking
+        # beat at once: a worker killed between asking and its first heartbeat would leave a trial RUNNING that no
+        # one ever takes for stale (Optuna only fails trials that have a heartbeat), and the queue would never drain
+        with Heartbeat(storage, trial._trial_id, heartbeat):  # noqa: SLF001
+            outcome = _work_on(study, trial, runs, by_name, out, failures, quiet)
+        if outcome is not None:
+            _tell(study, trial, *outcome)
+
+
+def _work_on(study, trial, runs, by_name, out, failures, quiet):
+    """Train the run a queued trial names (or put it back): the (value, state) to tell, None if told already."""
+    states = import_optuna().trial.TrialState
+    fixed = study._storage.get_trial(trial._trial_id).system_attrs.get("fixed_params")  # noqa: SLF001
+    if not fixed or "run" not in fixed:  # the queue emptied between looking and asking
+        return None, states.FAIL
+    run = runs[int(trial.suggest_int("run", 0, len(runs) - 1))]
+    trial.set_user_attr("name", run.name)
+    if run.teacher and not _completed(out / run.teacher):
+        if run.teacher in failures or _failed_for_good(out / run.teacher):
+            failures[run.name] = f"teacher {run.teacher} failed"
+            return None, states.FAIL
+        study.enqueue_trial({"run": runs.index(by_name[run.name])})  # not ready: back to the end of the queue
+        _tell(study, trial, state=states.FAIL)  # (queued again first, so the queue never looks empty)
+        time.sleep(POLL_SECONDS)
+        return None
+    try:
+        record = run_stage(out, run, quiet)
+    except (KdlabError, TrainingDiverged) as error:
+        if "in use by another kdlab process" in str(error) or "already exists" in str(error):
+            # another worker is training this run (a duplicate claim, or one taken for dead while alive): look
+            # again later, so the queue is not taken for drained while that run is unfinished
+            study.enqueue_trial({"run": runs.index(run)})
             _tell(study, trial, state=states.FAIL)
-            continue
-        run = runs[int(trial.suggest_int("run", 0, len(runs) - 1))]
-        trial.set_user_attr("name", run.name)
-        if run.teacher and not _completed(out / run.teacher):
-            if run.teacher in failures or _failed_for_good(out / run.teacher):
-                failures[run.name] = f"teacher {run.teacher} failed"
-                _tell(study, trial, state=states.FAIL)
-                continue
-            study.enqueue_trial({"run": runs.index(by_name[run.name])})  # not ready: back to the end of the queue
-            _tell(study, trial, state=states.FAIL)  # (queued again first, so the queue never looks empty)
             time.sleep(POLL_SECONDS)
-            continue
-        try:
-            with Heartbeat(storage, trial._trial_id, heartbeat):  # noqa: SLF001
-                record = run_stage(out, run, quiet)
-        except (KdlabError, TrainingDiverged) as error:
-            if "in use by another kdlab process" in str(error) or "already exists" in str(error):
-                # another worker is training this run (a duplicate claim, or one taken for dead while alive): look
-                # again later, so the queue is not taken for drained while that run is unfinished
-                study.enqueue_trial({"run": runs.index(run)})
-                _tell(study, trial, state=states.FAIL)
-                time.sleep(POLL_SECONDS)
-                continue
-            failures[run.name] = str(error)
-            print(f"{run.name}: failed: {error}", file=sys.stderr, flush=True)
-            _tell(study, trial, state=states.FAIL)
-            continue
-        print(f"{run.name}: {record['status']}, test_acc {record['final']['test_acc']:.4f}", flush=True)
-        _tell(study, trial, record["final"]["test_acc"])
+            return None
+        failures[run.name] = str(error)
+        print(f"{run.name}: failed: {error}", file=sys.stderr, flush=True)
+        return None, states.FAIL
+    print(f"{run.name}: {record['status']}, test_acc {record['final']['test_acc']:.4f}", flush=True)
+    return record["final"]["test_acc"], None
 
 
 def _tell(study, trial, value=None, state=None) -> None:
