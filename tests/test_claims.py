@@ -144,6 +144,8 @@ def test_claims_report_end_to_end(archived, tmp_path):
 @pytest.mark.parametrize("change,fragment", [
     ({"claims": []}, "'claims' must be a non-empty list"),
     ({"nope": 1}, "unknown key 'nope'"),
+    ({"schedule": {"studies": ["digits"], "short": "ce"}, "claims": [{"id": 1}]}, "schedule: 'long' is missing"),
+    ({"schedule": {"studies": ["digits"], "short": "ce", "long": "x", "tolerance": 3}}, "tolerance is an accuracy gap"),
     ({"claims": [{"id": 1, "title": "t", "studies": ["digits"], "checks": [{"a": "ls", "than": "ce"}]}]},
      "'metric' is missing"),
     ({"claims": [{"id": 1, "title": "t", "studies": ["digits"],
@@ -171,6 +173,38 @@ def test_studies_not_run_yet_are_named_and_give_no_data(archived, tmp_path):
     assert "Not run yet: `missing`." in (tmp_path / "reports" / "claims.md").read_text()
 
 
+def test_schedule_section_pairs_the_longer_baseline_by_seed(archived, tmp_path):
+    spec = yaml.safe_load((archived / "study.yaml").read_text())
+    spec["stages"] = {"ce_x2": {"method": {"name": "ce"}, "train": {"epochs": 4}}}
+    del spec["baseline"]
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert kdlab_main("study", tmp_path / "long.yaml", "--out", tmp_path / "runs", "--quiet").returncode == 0
+    assert kdlab_main("archive", tmp_path / "runs", "--out", tmp_path / "results" / "long").returncode == 0
+    results = tmp_path / "results"
+    (results / "digits").symlink_to(archived / "results" / "digits")
+    claims = {"results": str(results),
+              "schedule": {"studies": ["digits", "long", "later"], "short": "ce", "long": "ce_x2", "tolerance": 0.02},
+              "claims": [{"id": 1, "title": "t", "studies": ["digits"],
+                          "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "higher"}]}]}
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(claims, sort_keys=False))
+    assert kdlab_main("report", "--claims", path, "--out", tmp_path / "reports").returncode == 0
+    md = (tmp_path / "reports" / "claims.md").read_text()
+    section = md.split("## Is the schedule long enough?")[1].split("## Claim 1")[0]
+    assert "Not run yet: `later`." in section and "at most 0.02 (2 points) counts as near" in section
+    row = [line for line in section.splitlines() if line.startswith("| digits |")]
+    assert len(row) == 1
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    assert cells[1] == "cnn_small8" and cells[2] == "2" and cells[5] == "4"
+
+    short = [json.loads((archived / "results" / "digits" / f"ce-s{s}" / "summary.json").read_text())
+             ["evaluation"]["test"]["acc"] for s in SEEDS]
+    long = [json.loads((results / "long" / f"ce_x2-s{s}" / "summary.json").read_text())
+            ["evaluation"]["test"]["acc"] for s in SEEDS]
+    gain = sum(b - a for a, b in zip(short, long)) / 3
+    assert cells[8].startswith(f"{gain:+.4f}") and cells[9] == ("yes" if gain <= 0.02 else "no")
+
+
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = {"fsdd": "fsdd_speakers", "fashion_mnist": "fashion_mnist_5k"}
 
@@ -182,6 +216,16 @@ def test_the_projects_claims_name_groups_their_studies_have_on_every_profile():
     path = ROOT / "studies" / "claims.yaml"
     claims = _validated(path, yaml.safe_load(path.read_text()))
     assert [c["id"] for c in claims] == list(range(1, 10))
+    spec = yaml.safe_load(path.read_text())
+    schedule = spec["schedule"]
+    for data, profile in PROFILES.items():  # the schedule check's two groups, and its study in the commands
+        runs = {}
+        for recipe in ("offline", "schedule"):
+            assert f"{data}/{recipe}" in schedule["studies"] and f"runs/claims/{data}/{recipe}" in spec["commands"]
+            runs[recipe] = plan_study(ROOT / "studies" / "claims" / f"{recipe}.yaml",
+                                      profiles=[ROOT / "studies" / "profiles" / f"{profile}.yaml"])[0]
+        assert schedule["short"] in {r.group for r in runs["offline"]}
+        assert schedule["long"] in {r.group for r in runs["schedule"]}
     planned = {}
     for claim in claims:
         for study in claim["studies"]:

@@ -8,6 +8,12 @@ The claims file (YAML)::
       kdlab study ...
     datasets:                    # a note per dataset folder of results: its setting, why its schedule suffices
       fsdd: "..."
+    schedule:                    # optional: is each dataset's schedule long enough? (no verdict, a measurement)
+      studies: [fsdd/offline, fsdd/schedule]
+      short: ce                  # the baseline at the profile's schedule
+      long: ce_x3                # the same, trained longer (same seeds)
+      tolerance: 0.03            # "within a few points": the long schedule's mean gain at most this
+      note: "..."
     claims:
       - id: 1
         title: LSR-OS improves on LSR ...
@@ -105,6 +111,7 @@ def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
         return loaded[(name, spreads)]
 
     out = Path(out)
+    schedule = _schedule_section(spec["schedule"], results, study) if spec.get("schedule") else ""
     images_dir = out / "claims"
     images_dir.mkdir(parents=True, exist_ok=True)
     record = {"claims": []}
@@ -126,9 +133,9 @@ def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
         record["claims"].append({"id": claim["id"], "title": claim["title"], "verdict": verdict,
                                  "cells": [vars(c) for c in cells], "studies": claim["studies"], "pending": pending})
         sections.append(_section(claim, groups, cells, verdict, images, pending))
-    first = next(iter(loaded.values()))[0][0].summary if loaded else {}
+    first = next((entries[0].summary for entries, *_ in loaded.values() if entries), {})
     atomic_write_json(out / "claims.json", record)
-    atomic_write_text(out / "claims.md", _markdown(spec, claims_file, record, sections, first))
+    atomic_write_text(out / "claims.md", _markdown(spec, claims_file, record, [schedule, *sections], first))
     return record
 
 
@@ -136,9 +143,11 @@ def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
 
 
 def _validated(where: Path, spec: dict) -> list[dict]:
-    unknown = set(spec) - {"results", "commands", "datasets", "claims", "title", "introduction"}
+    unknown = set(spec) - {"results", "commands", "datasets", "schedule", "claims", "title", "introduction"}
     if unknown:
         raise KdlabError(f"{where}: unknown key '{sorted(unknown)[0]}'")
+    if "schedule" in spec:
+        _check_schedule_spec(where, spec["schedule"])
     claims = spec.get("claims")
     if not isinstance(claims, list) or not claims:
         raise KdlabError(f"{where}: 'claims' must be a non-empty list")
@@ -166,6 +175,23 @@ def _validated(where: Path, spec: dict) -> list[dict]:
         result.append({**claim, "plots": plots, "metrics": claim.get("metrics", list(DEFAULT_METRICS)),
                        "groups": claim.get("groups") or list(dict.fromkeys(named)), "source": claim.get("source", "")})
     return result
+
+
+def _check_schedule_spec(where: Path, schedule) -> None:
+    at = f"{where}: schedule"
+    if not isinstance(schedule, dict):
+        raise KdlabError(f"{at} must be a mapping")
+    extra = set(schedule) - {"studies", "short", "long", "tolerance", "note"}
+    if extra:
+        raise KdlabError(f"{at}: unknown key '{sorted(extra)[0]}'")
+    for key in ("studies", "short", "long"):
+        if key not in schedule:
+            raise KdlabError(f"{at}: '{key}' is missing")
+    if not isinstance(schedule["studies"], list) or not schedule["studies"]:
+        raise KdlabError(f"{at}: 'studies' must be a non-empty list of result folders")
+    tolerance = schedule.get("tolerance", 0.03)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
+        raise KdlabError(f"{at}: tolerance is an accuracy gap in [0, 1), got {tolerance!r}")
 
 
 def _check_spec(at: str, check) -> None:
@@ -356,6 +382,44 @@ def _section(claim: dict, groups: dict[tuple, list[RunEntry]], cells: list[Cell]
               "projection": "Penultimate-layer projections (first seed)", "curves": "Training curves"}
     for name, file in images.items():
         lines += ["", f"{titles[name]}:", "", f"![claim {claim['id']} {name}](claims/{file})"]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _schedule_section(schedule: dict, results: Path, study) -> str:
+    """Is the schedule long enough? Per (dataset, model): the short and long baselines' accuracy and the long one's
+    gain, paired by seed, against the tolerance (a measurement, not a verdict)."""
+    short, long, tolerance = schedule["short"], schedule["long"], float(schedule.get("tolerance", 0.03))
+    pending = [name for name in schedule["studies"] if not (results / name / "study.json").is_file()]
+    groups: dict[tuple, list[RunEntry]] = {}
+    for name in [name for name in schedule["studies"] if name not in pending]:
+        groups.update({k: v for k, v in study(name, False)[1].items() if k[2] in (short, long)})
+    lines = ["## Is the schedule long enough?", "",
+             f"`{long}` trains the baseline `{short}` longer, with the same seeds; its gain in test accuracy (paired "
+             f"by seed) says how far the schedule of the claims is from convergence. A mean gain of at most "
+             f"{tolerance:.2f} ({tolerance * 100:g} points) counts as near."
+             + (f" Not run yet: {', '.join(f'`{s}`' for s in pending)}." if pending else ""), ""]
+    if schedule.get("note"):
+        lines += [str(schedule["note"]).strip(), ""]
+    lines += ["| dataset | model | epochs | test acc | val acc | epochs (long) | test acc (long) | val acc (long) "
+              "| gain (long − short) | within |", "|" + "---|" * 10]
+    for dataset, model in _cells_of(groups):
+        a, b = groups.get((dataset, model, long)), groups.get((dataset, model, short))
+        if not b:
+            continue
+        diff = _paired(a, b, "acc", "acc") if a else None
+        row = [dataset, model]
+        for members in (b, a):
+            if not members:
+                row += ["not run yet", "", ""]
+                continue
+            epochs = sorted({m.summary["final"].get("epoch") for m in members} - {None})
+            row += [", ".join(map(str, epochs)) or "?"]
+            row += [fmt(stats.summarize([metric_value(e, m) for e in members]), 4, ci=(m == "acc"))
+                    for m in ("acc", "val_acc")]
+        row += [_diff_text(diff) if diff else "n/a",
+                "n/a" if diff is None else "yes" if diff["mean"] <= tolerance else "no"]
+        lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     return "\n".join(lines)
 
