@@ -35,7 +35,9 @@ def test_study_recipe_is_valid(path):
 @pytest.mark.parametrize("path", sorted((STUDIES / "claims").glob("*.yaml")), ids=lambda p: p.stem)
 def test_claim_study_is_valid_on_every_profile(path, profile):
     runs, seeds, baseline = plan_study(path, profiles=[profile])
-    assert len(seeds) >= 3 and baseline == "ce" and len({run.name for run in runs}) == len(runs)
+    # the schedule check has one group (CE trained longer), compared with the offline study's ce in claims.md
+    assert baseline == ("ce" if path.stem != "schedule" else None)
+    assert len(seeds) >= 3 and len({run.name for run in runs}) == len(runs)
 
 
 def test_cifar100_benchmark_pairs_use_the_published_hyper_parameters():
