@@ -125,7 +125,8 @@ def test_claims_report_end_to_end(archived, tmp_path):
                           "plots": ["reliability", "projection", "curves"], "metrics": ["acc", "train_acc", "spread_test"],
                           "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "higher"},
                                      {"a": "ce", "a_metric": "ece_ts", "than": "ls", "metric": "ece",
-                                      "expect": "not_higher"}]}]}
+                                      "expect": "not_higher"}],
+                          "context": [{"a": "ls", "than": "ce", "metric": "nll", "expect": "lower"}]}]}
     path = tmp_path / "claims.yaml"
     path.write_text(yaml.safe_dump(claims, sort_keys=False))
     result = kdlab_main("report", "--claims", path, "--out", tmp_path / "reports")
@@ -135,6 +136,8 @@ def test_claims_report_end_to_end(archived, tmp_path):
     verdict = record["claims"][0]["verdict"]
     assert verdict in ("supported", "not supported", "mixed")
     assert f"**Verdict: {verdict} on this data**" in md and "## Regenerate every number" in md
+    context = record["claims"][0]["context"]  # shown, marked in brackets, and outside the verdict
+    assert len(context) == 1 and f"| context: ls lower than ce, nll | ({context[0]['mark']}) |" in md
     assert len(record["claims"][0]["cells"]) == 2 and "spread ratio (test)" in md and "train acc (last epoch)" in md
     assert "| nan" not in md and "| – |" not in md.split("| dataset | model | comparison")[0]
     for name in ("claim1_reliability.png", "claim1_projection.png", "claim1_curves.png"):
@@ -144,6 +147,9 @@ def test_claims_report_end_to_end(archived, tmp_path):
 @pytest.mark.parametrize("change,fragment", [
     ({"claims": []}, "'claims' must be a non-empty list"),
     ({"nope": 1}, "unknown key 'nope'"),
+    ({"claims": [{"id": 1, "title": "t", "studies": ["digits"], "checks": [{"a": "ls", "than": "ce", "metric": "acc",
+      "expect": "higher"}], "context": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "more"}]}]},
+     "expect is one of"),
     ({"schedule": {"studies": ["digits"], "short": "ce"}, "claims": [{"id": 1}]}, "schedule: 'long' is missing"),
     ({"schedule": {"studies": ["digits"], "short": "ce", "long": "x", "tolerance": 3}}, "tolerance is an accuracy gap"),
     ({"claims": [{"id": 1, "title": "t", "studies": ["digits"], "checks": [{"a": "ls", "than": "ce"}]}]},

@@ -27,6 +27,8 @@ The claims file (YAML)::
           - {a: ce, a_metric: ece_ts, than: ls, metric: ece, expect: not_higher}
           - {approaches: kd_mse, groups: [kd_t1, kd_t4, kd_t20], metric: acc}
           - {transfer: lsr_os_tc, expect: transfers}          # or: model_dependent
+        context:                                 # comparisons shown beside the checks, outside the verdict
+          - {a: ls, than: ce, metric: acc, expect: higher}    # (e.g. where a claim's condition holds)
 
 Every check is evaluated in each (dataset, model) of the claim's studies that has its groups, a *cell*; runs are
 paired by seed, and intervals are 95% Student-t intervals over the pairs (:func:`kdlab.stats.paired_difference`):
@@ -44,7 +46,8 @@ paired by seed, and intervals are 95% Student-t intervals over the pairs (:func:
   the regret is significantly below 0, "−" when they coincide, "0" otherwise.
 
 The verdict of a claim, from all its cells: **supported** when no cell is "−" and at least half are "+"; **not
-supported** when no cell is "+"; **mixed** otherwise. It is computed, never written by hand.
+supported** when no cell is "+"; **mixed** otherwise. It is computed, never written by hand. A claim's ``context``
+comparisons are evaluated the same way and shown beside its checks, marked in brackets, outside the verdict.
 """
 
 from __future__ import annotations
@@ -126,13 +129,15 @@ def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
             groups.update({key: members for key, members in study_groups.items() if key[2] in claim["groups"]
                            or any(key[2].startswith(f"{family}-") for family in _families(claim))})
         cells = [cell for check in claim["checks"] for cell in _evaluate(check, groups)]
+        context = [cell for check in claim["context"] for cell in _evaluate(check, groups)]
         verdict = _verdict(cells)
         images = plot_groups({k: v for k, v in groups.items() if k[2] in claim["groups"]}, images_dir, class_ids,
                              class_names, prefix=f"claim{claim['id']}_", which=tuple(claim["plots"])) \
             if claim["plots"] else {}
         record["claims"].append({"id": claim["id"], "title": claim["title"], "verdict": verdict,
-                                 "cells": [vars(c) for c in cells], "studies": claim["studies"], "pending": pending})
-        sections.append(_section(claim, groups, cells, verdict, images, pending))
+                                 "cells": [vars(c) for c in cells], "context": [vars(c) for c in context],
+                                 "studies": claim["studies"], "pending": pending})
+        sections.append(_section(claim, groups, cells, verdict, images, pending, context))
     first = next((entries[0].summary for entries, *_ in loaded.values() if entries), {})
     atomic_write_json(out / "claims.json", record)
     atomic_write_text(out / "claims.md", _markdown(spec, claims_file, record, [schedule, *sections], first))
@@ -156,7 +161,8 @@ def _validated(where: Path, spec: dict) -> list[dict]:
         at = f"{where}: claims[{i}]"
         if not isinstance(claim, dict):
             raise KdlabError(f"{at} must be a mapping")
-        extra = set(claim) - {"id", "title", "source", "studies", "groups", "metrics", "plots", "checks", "note"}
+        extra = set(claim) - {"id", "title", "source", "studies", "groups", "metrics", "plots", "checks", "note",
+                              "context"}
         if extra:
             raise KdlabError(f"{at}: unknown key '{sorted(extra)[0]}'")
         for key in ("id", "title", "studies", "checks"):
@@ -166,13 +172,15 @@ def _validated(where: Path, spec: dict) -> list[dict]:
             raise KdlabError(f"{at}: 'studies' must be a non-empty list of result folders")
         if not isinstance(claim["checks"], list) or not claim["checks"]:
             raise KdlabError(f"{at}: 'checks' must be a non-empty list")
-        for check in claim["checks"]:
+        if not isinstance(claim.get("context", []), list):
+            raise KdlabError(f"{at}: 'context' must be a list of checks")
+        for check in [*claim["checks"], *claim.get("context", [])]:
             _check_spec(at, check)
         plots = claim.get("plots", [])
         if any(p not in PLOTS for p in plots):
             raise KdlabError(f"{at}: plots are among {', '.join(PLOTS)}")
-        named = [g for check in claim["checks"] for g in _groups_named(check)]
-        result.append({**claim, "plots": plots, "metrics": claim.get("metrics", list(DEFAULT_METRICS)),
+        named = [g for check in [*claim["checks"], *claim.get("context", [])] for g in _groups_named(check)]
+        result.append({**claim, "plots": plots, "context": claim.get("context", []), "metrics": claim.get("metrics", list(DEFAULT_METRICS)),
                        "groups": claim.get("groups") or list(dict.fromkeys(named)), "source": claim.get("source", "")})
     return result
 
@@ -225,7 +233,7 @@ def _families(claim: dict) -> list[str]:
 
 def _metrics_used(claim: dict) -> list[str]:
     used = list(claim["metrics"])
-    for check in claim["checks"]:
+    for check in [*claim["checks"], *claim["context"]]:
         used += [check.get("metric", "acc"), check.get("a_metric", check.get("metric", "acc"))]
     return used
 
@@ -354,7 +362,7 @@ def _diff_text(diff: dict) -> str:
 
 
 def _section(claim: dict, groups: dict[tuple, list[RunEntry]], cells: list[Cell], verdict: str, images: dict,
-             pending: list[str]) -> str:
+             pending: list[str], context: list[Cell] = ()) -> str:
     plus, minus = sum(c.mark == "+" for c in cells), sum(c.mark == "−" for c in cells)
     lines = [f"## Claim {claim['id']}: {claim['title']}", ""]
     if claim["source"]:
@@ -378,6 +386,8 @@ def _section(claim: dict, groups: dict[tuple, list[RunEntry]], cells: list[Cell]
     lines += ["", "| dataset | model | comparison | result | numbers |", "|---|---|---|---|---|"]
     for cell in cells:
         lines.append(f"| {cell.dataset} | {cell.model} | {cell.check} | {cell.mark} | {cell.detail} |")
+    for cell in context:  # shown in brackets: read beside the checks, not counted in the verdict
+        lines.append(f"| {cell.dataset} | {cell.model} | context: {cell.check} | ({cell.mark}) | {cell.detail} |")
     titles = {"reliability": "Reliability diagrams (first seed)", "reliability_ts": "After temperature scaling",
               "projection": "Penultimate-layer projections (first seed)", "curves": "Training curves"}
     for name, file in images.items():
