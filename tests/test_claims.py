@@ -235,6 +235,7 @@ def test_the_projects_claims_name_groups_their_studies_have_on_every_profile():
     planned = {}
     for claim in claims:
         for study in claim["studies"]:
+            assert f"--out runs/claims/{study} " in spec["commands"], study  # every number can be regenerated
             data, recipe = study.split("/")
             for profile in (PROFILES[data], "cifar100"):  # the CIFAR-100 profile plans the same groups
                 key = (recipe, profile)
