@@ -123,7 +123,7 @@ def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
         spreads = "projection" in claim["plots"] or any(m.startswith("spread_") for m in _metrics_used(claim))
         groups: dict[tuple, list[RunEntry]] = {}
         class_ids, class_names = [], []
-        pending = [name for name in claim["studies"] if not (results / name / "study.json").is_file()]
+        pending = _pending(results, claim["studies"])
         for name in [name for name in claim["studies"] if name not in pending]:
             _, study_groups, class_ids, class_names = study(name, spreads)
             groups.update({key: members for key, members in study_groups.items() if key[2] in claim["groups"]
@@ -172,15 +172,17 @@ def _validated(where: Path, spec: dict) -> list[dict]:
             raise KdlabError(f"{at}: 'studies' must be a non-empty list of result folders")
         if not isinstance(claim["checks"], list) or not claim["checks"]:
             raise KdlabError(f"{at}: 'checks' must be a non-empty list")
-        if not isinstance(claim.get("context", []), list):
+        context = claim.get("context", [])
+        if not isinstance(context, list):
             raise KdlabError(f"{at}: 'context' must be a list of checks")
-        for check in [*claim["checks"], *claim.get("context", [])]:
+        for check in [*claim["checks"], *context]:
             _check_spec(at, check)
         plots = claim.get("plots", [])
         if any(p not in PLOTS for p in plots):
             raise KdlabError(f"{at}: plots are among {', '.join(PLOTS)}")
-        named = [g for check in [*claim["checks"], *claim.get("context", [])] for g in _groups_named(check)]
-        result.append({**claim, "plots": plots, "context": claim.get("context", []), "metrics": claim.get("metrics", list(DEFAULT_METRICS)),
+        named = [g for check in [*claim["checks"], *context] for g in _groups_named(check)]
+        result.append({**claim, "plots": plots, "context": context,
+                       "metrics": claim.get("metrics", list(DEFAULT_METRICS)),
                        "groups": claim.get("groups") or list(dict.fromkeys(named)), "source": claim.get("source", "")})
     return result
 
@@ -225,6 +227,15 @@ def _groups_named(check: dict) -> list[str]:
     if "approaches" in check:
         return [*check["groups"], check["approaches"]]
     return [check["a"], check["than"]]
+
+
+def _pending(results: Path, studies: list[str]) -> list[str]:
+    """The studies (result folders) with no archive yet."""
+    return [name for name in studies if not (results / name / "study.json").is_file()]
+
+
+def _not_run_yet(pending: list[str]) -> str:
+    return f" Not run yet: {', '.join(f'`{s}`' for s in pending)}." if pending else ""
 
 
 def _families(claim: dict) -> list[str]:
@@ -362,14 +373,14 @@ def _diff_text(diff: dict) -> str:
 
 
 def _section(claim: dict, groups: dict[tuple, list[RunEntry]], cells: list[Cell], verdict: str, images: dict,
-             pending: list[str], context: list[Cell] = ()) -> str:
+             pending: list[str], context: list[Cell]) -> str:
     plus, minus = sum(c.mark == "+" for c in cells), sum(c.mark == "−" for c in cells)
     lines = [f"## Claim {claim['id']}: {claim['title']}", ""]
     if claim["source"]:
         lines += [f"Source: {claim['source']}. Studies: {', '.join(f'`{s}`' for s in claim['studies'])}.", ""]
     lines += [f"**Verdict: {verdict} on this data** ({plus} of {len(cells)} comparisons on the claimed side with "
               f"their 95% interval, {minus} on the other side, {len(cells) - plus - minus} undecided)."
-              + (f" Not run yet: {', '.join(f'`{s}`' for s in pending)}." if pending else ""), ""]
+              + _not_run_yet(pending), ""]
     if claim.get("note"):
         lines += [claim["note"].strip(), ""]
     metrics = claim["metrics"]
@@ -400,7 +411,7 @@ def _schedule_section(schedule: dict, results: Path, study) -> str:
     """Is the schedule long enough? Per (dataset, model): the short and long baselines' accuracy and the long one's
     gain, paired by seed, against the tolerance (a measurement, not a verdict)."""
     short, long, tolerance = schedule["short"], schedule["long"], float(schedule.get("tolerance", 0.03))
-    pending = [name for name in schedule["studies"] if not (results / name / "study.json").is_file()]
+    pending = _pending(results, schedule["studies"])
     groups: dict[tuple, list[RunEntry]] = {}
     for name in [name for name in schedule["studies"] if name not in pending]:
         groups.update({k: v for k, v in study(name, False)[1].items() if k[2] in (short, long)})
@@ -408,7 +419,7 @@ def _schedule_section(schedule: dict, results: Path, study) -> str:
              f"`{long}` trains the baseline `{short}` longer, with the same seeds; its gain in test accuracy (paired "
              f"by seed) says how far the schedule of the claims is from convergence. A mean gain of at most "
              f"{tolerance:.2f} ({tolerance * 100:g} points) counts as near."
-             + (f" Not run yet: {', '.join(f'`{s}`' for s in pending)}." if pending else ""), ""]
+             + _not_run_yet(pending), ""]
     if schedule.get("note"):
         lines += [str(schedule["note"]).strip(), ""]
     lines += ["| dataset | model | epochs | test acc | val acc | epochs (long) | test acc (long) | val acc (long) "
