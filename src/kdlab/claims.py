@@ -123,8 +123,8 @@ def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
         spreads = "projection" in claim["plots"] or any(m.startswith("spread_") for m in _metrics_used(claim))
         groups: dict[tuple, list[RunEntry]] = {}
         class_ids, class_names = [], []
-        pending = _pending(results, claim["studies"])
-        for name in [name for name in claim["studies"] if name not in pending]:
+        archived, pending = _by_archive(results, claim["studies"])
+        for name in archived:
             _, study_groups, class_ids, class_names = study(name, spreads)
             groups.update({key: members for key, members in study_groups.items() if key[2] in claim["groups"]
                            or any(key[2].startswith(f"{family}-") for family in _families(claim))})
@@ -229,9 +229,10 @@ def _groups_named(check: dict) -> list[str]:
     return [check["a"], check["than"]]
 
 
-def _pending(results: Path, studies: list[str]) -> list[str]:
-    """The studies (result folders) with no archive yet."""
-    return [name for name in studies if not (results / name / "study.json").is_file()]
+def _by_archive(results: Path, studies: list[str]) -> tuple[list[str], list[str]]:
+    """The studies (result folders) split into those archived and those with no archive yet, in their order."""
+    archived = [name for name in studies if (results / name / "study.json").is_file()]
+    return archived, [name for name in studies if name not in archived]
 
 
 def _not_run_yet(pending: list[str]) -> str:
@@ -411,9 +412,9 @@ def _schedule_section(schedule: dict, results: Path, study) -> str:
     """Is the schedule long enough? Per (dataset, model): the short and long baselines' accuracy and the long one's
     gain, paired by seed, against the tolerance (a measurement, not a verdict)."""
     short, long, tolerance = schedule["short"], schedule["long"], float(schedule.get("tolerance", 0.03))
-    pending = _pending(results, schedule["studies"])
+    archived, pending = _by_archive(results, schedule["studies"])
     groups: dict[tuple, list[RunEntry]] = {}
-    for name in [name for name in schedule["studies"] if name not in pending]:
+    for name in archived:
         groups.update({k: v for k, v in study(name, False)[1].items() if k[2] in (short, long)})
     lines = ["## Is the schedule long enough?", "",
              f"`{long}` trains the baseline `{short}` longer, with the same seeds; its gain in test accuracy (paired "
