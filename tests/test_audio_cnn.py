@@ -8,10 +8,10 @@ import torch
 import torch.nn as nn
 
 from kdlab.models import create
-from kdlab.models.audio_cnn import SMALL_WIDTHS, WIDTHS, AudioCNN
+from kdlab.models.audio_cnn import SMALL_WIDTHS, TINY_WIDTHS, WIDTHS, AudioCNN
 from kdlab.models.multibranch import MultiBranch
 
-NAMES = {"audio_cnn": WIDTHS, "audio_cnn_small": SMALL_WIDTHS}
+NAMES = {"audio_cnn": WIDTHS, "audio_cnn_small": SMALL_WIDTHS, "audio_cnn_tiny": TINY_WIDTHS}
 
 
 def n_params(model: nn.Module) -> int:
@@ -42,6 +42,7 @@ def test_parameter_count_equals_the_hand_formula(name, in_channels, num_classes)
 def test_documented_parameter_counts():
     assert n_params(create("audio_cnn", 10, in_channels=1)) == 1_175_210
     assert n_params(create("audio_cnn_small", 10, in_channels=1)) == 295_002
+    assert n_params(create("audio_cnn_tiny", 10, in_channels=1)) == 74_354
 
 
 def test_layout():
@@ -57,6 +58,7 @@ def test_layout():
         assert len(pools) == (1 if index < 4 else 0)
         assert sum(isinstance(m, nn.BatchNorm2d) for m in stage.modules()) == 2
     assert create("audio_cnn_small", 10).feature_dim == 128
+    assert create("audio_cnn_tiny", 10).feature_dim == 64
     with pytest.raises(ValueError, match="4 stages"):
         AudioCNN((16, 32, 64), 10)
 

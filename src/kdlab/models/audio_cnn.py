@@ -1,5 +1,5 @@
-"""Compact CNNs for log-mel spectrograms: ``audio_cnn`` (widths 32-64-128-256) and ``audio_cnn_small``
-(16-32-64-128).
+"""Compact CNNs for log-mel spectrograms: ``audio_cnn`` (widths 32-64-128-256), ``audio_cnn_small``
+(16-32-64-128) and ``audio_cnn_tiny`` (8-16-32-64).
 
 The input is a spectrogram treated as a one-channel image, N x 1 x F x T (F mel bands, T frames). Four stages, each
 two 3x3 conv (no bias) + BN + ReLU layers at the stage's width, with a 2x2 max pool (stride 2) after each of the
@@ -19,7 +19,9 @@ the classifier ``D K + K`` with D the last width. For one input channel:
 * ``audio_cnn`` (32, 64, 128, 256): 9,632 + 55,552 + 221,696 + 885,760 = 1,172,640 in the stages, D = 256
   (1,175,210 with 10 classes);
 * ``audio_cnn_small`` (16, 32, 64, 128): 2,512 + 13,952 + 55,552 + 221,696 = 293,712 in the stages, D = 128
-  (295,002 with 10 classes).
+  (295,002 with 10 classes);
+* ``audio_cnn_tiny`` (8, 16, 32, 64): 680 + 3,520 + 13,952 + 55,552 = 73,704 in the stages, D = 64 (74,354 with
+  10 classes, about resnet8's size).
 
 The four stages are the ``stage_modules`` of :class:`~kdlab.models._base.Classifier`, so
 :class:`~kdlab.models.multibranch.MultiBranch` can share the first ones between branches.
@@ -35,6 +37,7 @@ from kdlab.models._base import Classifier, conv_bn, init_conv_bn
 
 WIDTHS = (32, 64, 128, 256)
 SMALL_WIDTHS = (16, 32, 64, 128)
+TINY_WIDTHS = (8, 16, 32, 64)
 
 
 class AudioCNN(Classifier):
@@ -71,3 +74,9 @@ def audio_cnn(num_classes: int, in_channels: int = 1) -> AudioCNN:
 def audio_cnn_small(num_classes: int, in_channels: int = 1) -> AudioCNN:
     """Log-mel CNN with stage widths 16-32-64-128 (0.29 M parameters before the classifier)."""
     return AudioCNN(SMALL_WIDTHS, num_classes, in_channels)
+
+
+@register("audio_cnn_tiny")
+def audio_cnn_tiny(num_classes: int, in_channels: int = 1) -> AudioCNN:
+    """Log-mel CNN with stage widths 8-16-32-64 (73,704 parameters before the classifier)."""
+    return AudioCNN(TINY_WIDTHS, num_classes, in_channels)
