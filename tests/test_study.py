@@ -225,3 +225,29 @@ def test_workers_die_with_a_killed_study(tmp_path):
         time.sleep(0.1)
     assert not any(Path(f"/proc/{pid}/stat").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()
                    for pid in workers)
+
+
+def test_reuse_from_adopts_the_same_runs_of_another_study(tmp_path):
+    first = run_study(write(tmp_path, {**STUDY, "seeds": 1}, "a.yaml"), tmp_path / "a", quiet=True)
+    ce = next(r for r in first["runs"] if r["run"] == "ce-s0")
+    other = {"seeds": 2, "baseline": "ce", "base": BASE,
+             "stages": {"teacher": {"shared": True, "train": {"epochs": 2}},
+                        "ce": {"method": {"name": "ce"}},
+                        "ls": {"method": {"name": "ls", "eps": 0.1}},
+                        "kd": {"method": {"name": "kd", "teacher": "@teacher"}}}}
+    second = run_study(write(tmp_path, other, "b.yaml"), tmp_path / "b", quiet=True, reuse_from=[tmp_path / "a"])
+    status = {r["run"]: r["status"] for r in second["runs"]}
+    # ce-s0 is a's run (same key); ce-s1 (another seed), ls and the distilled run are new. The teacher is a
+    # teacher-free run with a's recipe and seed, so it is adopted too, and kd-s0 then hashes the same teacher.
+    assert status == {"teacher": "reused", "ce-s0": "reused", "ce-s1": "trained", "ls-s0": "trained",
+                      "ls-s1": "trained", "kd-s0": "trained", "kd-s1": "trained"}
+    adopted = next(r for r in second["runs"] if r["run"] == "ce-s0")
+    assert adopted["final"] == ce["final"] and adopted["dir"] == str(tmp_path / "b" / "ce-s0")
+    assert not list((tmp_path / "b").glob(".*adopting"))
+    # A changed recipe changes the key: ce is trained again (the teacher, which sets its own epochs, is unchanged).
+    changed = {**STUDY, "seeds": 1, "base": {**BASE, "train": {"epochs": 2}}}
+    third = run_study(write(tmp_path, changed, "c.yaml"), tmp_path / "c", quiet=True, reuse_from=[tmp_path / "a"])
+    assert {r["run"]: r["status"] for r in third["runs"]} == {"teacher": "reused", "ce-s0": "trained",
+                                                              "kd-tau1-s0": "trained", "kd-tau4-s0": "trained"}
+    with pytest.raises(KdlabError, match="--reuse-from .*not a folder"):
+        run_study(write(tmp_path, STUDY, "d.yaml"), tmp_path / "d", quiet=True, reuse_from=[tmp_path / "missing"])

@@ -57,7 +57,8 @@ def _study(args: argparse.Namespace) -> int:
 
     out = args.out or str(Path("runs") / Path(args.recipe).stem)
     record = run_study(args.recipe, out, seeds=args.seeds, jobs=args.jobs, quiet=args.quiet, storage=args.storage,
-                       heartbeat=args.heartbeat, grace=args.grace, profiles=args.profile, overrides=args.overrides)
+                       heartbeat=args.heartbeat, grace=args.grace, profiles=args.profile, overrides=args.overrides,
+                       reuse_from=args.reuse_from)
     trained = sum(run["status"] != "reused" for run in record["runs"])
     print(f"{out}: {len(record['runs'])} runs, {trained} trained or resumed, {len(record['runs']) - trained} reused; "
           f"summarise with: kdlab report {out}")
@@ -279,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--seeds", type=int, help="seeds 0..N-1 instead of the recipe's seeds")
     study.add_argument("--jobs", type=int, default=1, help="runs trained side by side (default 1)")
     study.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    study.add_argument("--reuse-from", action="append", default=[], metavar="DIR",
+                       help="another study folder: its completed runs with the same recipe, seed and data (the same "
+                       "stage key, e.g. a CE baseline two studies share) are copied in and reused; repeatable")
     study.add_argument("--storage", help="an Optuna storage URL (sqlite:///... or postgresql://...): the runs become a "
                        "queue that every worker running this command with the same URL and --out drains together")
     study.add_argument("--heartbeat", type=int, help="with --storage: seconds between heartbeats (default 5)")

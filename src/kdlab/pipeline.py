@@ -31,6 +31,7 @@ import copy
 import hashlib
 import itertools
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,10 +179,8 @@ def validate_runs(runs: list[PlannedRun]) -> None:
 def run_stage(out: Path, run: PlannedRun, quiet: bool = False) -> dict:
     """Train, resume or reuse one planned run in ``out/<run.name>``; return its record for pipeline.json."""
     reference = run.teacher
-    teacher_dir = out / reference if reference else None
-    recipe = load_recipe(raw=_with_teacher(run.raw, teacher_dir) if reference else run.raw)
+    recipe, key = _recipe_and_key(out, run)
     folder = RunDir(out / run.name)
-    key = stage_key({**recipe.to_dict(), "method": {**recipe.to_dict()["method"], "teacher": reference}}, teacher_dir)
     key_file = out / f"{run.name}.{STAGE_KEY_SUFFIX}"
     status = _stage_status(folder, key_file, key)
     if status == "reused":
@@ -194,6 +193,43 @@ def run_stage(out: Path, run: PlannedRun, quiet: bool = False) -> dict:
     return {"run": run.name, "stage": run.stage, "group": run.group, "seed": run.seed, "status": status,
             "dir": str(folder.path), "teacher": reference, "best_by": summary["best_by"],
             "final": summary["final"], "best": summary["best"]}
+
+
+def _recipe_and_key(out: Path, run: PlannedRun):
+    """The run's resolved recipe (its teacher's folder filled in) and its stage key."""
+    reference = run.teacher
+    teacher_dir = out / reference if reference else None
+    recipe = load_recipe(raw=_with_teacher(run.raw, teacher_dir) if reference else run.raw)
+    key = stage_key({**recipe.to_dict(), "method": {**recipe.to_dict()["method"], "teacher": reference}}, teacher_dir)
+    return recipe, key
+
+
+def adopt_runs(out: Path, runs: list[PlannedRun], sources: list[Path]) -> list[str]:
+    """Copy into ``out`` every teacher-free planned run that ``out`` does not have yet and a source folder (another
+    study or pipeline folder) holds completed under the same stage key: the same resolved recipe, seed and data, so
+    the same run, which is then reused instead of trained again (e.g. the CE baseline that several studies on one
+    profile share). Runs that distil from a teacher are never adopted: their key hashes the teacher's weights in
+    ``out``. Each copy lands whole (a temporary folder renamed into place). Returns the adopted runs' names."""
+    adopted = []
+    for source in map(Path, sources):
+        if not source.is_dir():
+            raise KdlabError(f"--reuse-from {source}: not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        if run.teacher or (out / run.name).exists():
+            continue
+        _, key = _recipe_and_key(out, run)
+        for source in map(Path, sources):
+            if _stage_status(RunDir(source / run.name), source / f"{run.name}.{STAGE_KEY_SUFFIX}", key) != "reused":
+                continue
+            staging = out / f".{run.name}.adopting"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(source / run.name, staging)
+            atomic_write_json(out / f"{run.name}.{STAGE_KEY_SUFFIX}", {"key": key, "stage": run.stage})
+            staging.replace(out / run.name)
+            adopted.append(run.name)
+            break
+    return adopted
 
 
 def run_pipeline(path: str | Path, out: str | Path, quiet: bool = False) -> dict:

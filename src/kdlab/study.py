@@ -29,7 +29,7 @@ from kdlab.config import DataConfig, apply_overrides, read_yaml
 from kdlab.data import load_dataset
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text
-from kdlab.pipeline import PlannedRun, deep_merge, expand_stages, run_stage, validate_runs
+from kdlab.pipeline import PlannedRun, adopt_runs, deep_merge, expand_stages, run_stage, validate_runs
 from kdlab.train.engine import TrainingDiverged
 from kdlab.train.rundir import RunDir
 from kdlab.workers import worker_pool
@@ -88,10 +88,12 @@ def plan_study(path: str | Path, seeds: int | list[int] | None = None, profiles:
 
 def run_study(path: str | Path, out: str | Path, seeds: int | list[int] | None = None, jobs: int = 1,
               quiet: bool = False, storage: str | None = None, heartbeat: int | None = None,
-              grace: int | None = None, profiles: list[str | Path] = (), overrides: list[str] = ()) -> dict:
+              grace: int | None = None, profiles: list[str | Path] = (), overrides: list[str] = (),
+              reuse_from: list[str | Path] = ()) -> dict:
     """Train every missing run of the study at ``path`` (with ``profiles`` and ``overrides``, see
     :func:`study_spec`) under ``out``; return (and write) ``out/study.json``. ``out/study.yaml`` is the recipe as
-    it ran, profiles and overrides applied.
+    it ran, profiles and overrides applied. Completed runs of the study folders in ``reuse_from`` with the same
+    stage key are copied in and reused (:func:`~kdlab.pipeline.adopt_runs`).
 
     With ``storage`` (an Optuna storage URL) the runs are a queue that every worker pointed at the same storage and
     ``out`` drains together (:mod:`kdlab.workqueue`); ``jobs`` workers start here."""
@@ -99,6 +101,7 @@ def run_study(path: str | Path, out: str | Path, seeds: int | list[int] | None =
         raise KdlabError(f"--jobs must be >= 1, got {jobs}")
     runs, seed_list, baseline = plan_study(path, seeds, profiles, overrides)
     out = Path(out)
+    adopt_runs(out, runs, list(reuse_from))
     out.mkdir(parents=True, exist_ok=True)
     if profiles or overrides:  # the recipe travels with its runs, as it ran
         atomic_write_text(out / "study.yaml", yaml.safe_dump(study_spec(path, profiles, overrides), sort_keys=False))
