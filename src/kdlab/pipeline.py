@@ -200,8 +200,8 @@ def _recipe_and_key(out: Path, run: PlannedRun):
     reference = run.teacher
     teacher_dir = out / reference if reference else None
     recipe = load_recipe(raw=_with_teacher(run.raw, teacher_dir) if reference else run.raw)
-    key = stage_key({**recipe.to_dict(), "method": {**recipe.to_dict()["method"], "teacher": reference}}, teacher_dir)
-    return recipe, key
+    resolved = recipe.to_dict()
+    return recipe, stage_key({**resolved, "method": {**resolved["method"], "teacher": reference}}, teacher_dir)
 
 
 def adopt_runs(out: Path, runs: list[PlannedRun], sources: list[Path]) -> list[str]:
@@ -210,16 +210,19 @@ def adopt_runs(out: Path, runs: list[PlannedRun], sources: list[Path]) -> list[s
     the same run, which is then reused instead of trained again (e.g. the CE baseline that several studies on one
     profile share). Runs that distil from a teacher are never adopted: their key hashes the teacher's weights in
     ``out``. Each copy lands whole (a temporary folder renamed into place). Returns the adopted runs' names."""
-    adopted = []
-    for source in map(Path, sources):
+    sources = [Path(source) for source in sources]
+    for source in sources:
         if not source.is_dir():
             raise KdlabError(f"--reuse-from {source}: not a folder")
+    if not sources:  # nothing to adopt: no recipe is resolved at start-up
+        return []
     out.mkdir(parents=True, exist_ok=True)
+    adopted = []
     for run in runs:
         if run.teacher or (out / run.name).exists():
             continue
         _, key = _recipe_and_key(out, run)
-        for source in map(Path, sources):
+        for source in sources:
             if _stage_status(RunDir(source / run.name), source / f"{run.name}.{STAGE_KEY_SUFFIX}", key) != "reused":
                 continue
             staging = out / f".{run.name}.adopting"
