@@ -29,20 +29,30 @@ def groups(**by_group) -> dict:
 BASE = [0.80, 0.82, 0.81]
 
 
-@pytest.mark.parametrize("better,expect,mark", [
-    ([0.83, 0.85, 0.84], "higher", "+"),      # +0.03 every seed: the interval lies above 0
-    ([0.77, 0.79, 0.78], "higher", "−"),      # −0.03: below
-    ([0.81, 0.81, 0.81], "higher", "0"),      # +0.01, −0.01, 0: contains 0
-    ([0.77, 0.79, 0.78], "lower", "+"),
-    ([0.83, 0.85, 0.84], "not_higher", "−"),  # significantly higher: does not "reach" from below
-    ([0.81, 0.81, 0.81], "not_higher", "+"),
-    ([0.77, 0.79, 0.78], "not_higher", "+"),
+@pytest.mark.parametrize("better,expect,margin,mark", [
+    ([0.83, 0.85, 0.84], "higher", None, "+"),      # +0.03 every seed: the interval lies above 0
+    ([0.77, 0.79, 0.78], "higher", None, "−"),      # −0.03: below
+    ([0.81, 0.81, 0.81], "higher", None, "0"),      # +0.01, −0.01, 0: contains 0
+    ([0.77, 0.79, 0.78], "lower", None, "+"),
+    ([0.83, 0.85, 0.84], "not_higher", None, "−"),  # significantly higher: does not "reach" from below
+    ([0.83, 0.85, 0.84], "not_higher", 0.05, "+"),  # ... but by less than a margin of 0.05
+    ([0.83, 0.85, 0.84], "not_higher", 0.02, "−"),  # wholly above the margin too
+    ([0.81, 0.81, 0.81], "not_higher", None, "0"),  # interval [−0.025, +0.025]: too wide to tell at margin 0
+    ([0.81, 0.81, 0.81], "not_higher", 0.02, "0"),  # ... and at 0.02
+    ([0.81, 0.81, 0.81], "not_higher", 0.05, "+"),  # within a margin of 0.05
+    ([0.77, 0.79, 0.78], "not_higher", None, "+"),
+    ([0.77, 0.79, 0.78], "not_lower", None, "−"),
+    ([0.77, 0.79, 0.78], "not_lower", 0.04, "+"),
+    ([0.83, 0.85, 0.84], "not_lower", None, "+"),
 ])
-def test_comparison_marks_follow_the_interval(better, expect, mark):
-    cells = _evaluate({"a": "new", "than": "base", "metric": "acc", "expect": expect},
-                      groups(new=entries(better), base=entries(BASE)))
+def test_comparison_marks_follow_the_interval(better, expect, margin, mark):
+    check = {"a": "new", "than": "base", "metric": "acc", "expect": expect}
+    if margin is not None:
+        check["margin"] = margin
+    cells = _evaluate(check, groups(new=entries(better), base=entries(BASE)))
     assert [c.mark for c in cells] == [mark]
     assert cells[0].detail.startswith("Δ ")
+    assert ("margin" in cells[0].check) == bool(margin)
 
 
 def test_cross_metric_comparison_pairs_by_seed():
@@ -80,15 +90,18 @@ def transfer_groups(best_a: str, best_b: str, regret: float) -> dict:
     return result
 
 
-@pytest.mark.parametrize("best_b,regret,expect,marks", [
-    ("f-x", 0.0, "transfers", {"+"}),           # the same best setting on both models
-    ("f-y", 0.05, "transfers", {"−"}),          # the other model's best costs 5 points here (and there)
-    ("f-y", 0.05, "model_dependent", {"+"}),
-    ("f-x", 0.0, "model_dependent", {"−"}),
+@pytest.mark.parametrize("best_b,regret,expect,margin,marks", [
+    ("f-x", 0.0, "transfers", 0, {"+"}),           # the same best setting on both models
+    ("f-y", 0.05, "transfers", 0, {"−"}),          # the other model's best costs 5 points here (and there)
+    ("f-y", 0.05, "transfers", 0.1, {"+"}),        # ... less than a margin of 10 points
+    ("f-y", 0.05, "model_dependent", 0, {"+"}),
+    ("f-y", 0.05, "model_dependent", 0.1, {"−"}),  # a cost within the margin: the setting transfers
+    ("f-y", 0.05, "model_dependent", 0.045, {"0"}),  # regret interval straddles −0.045
+    ("f-x", 0.0, "model_dependent", 0, {"−"}),
 ])
-def test_transfer_reads_best_settings_from_validation_and_regret_from_test(best_b, regret, expect, marks):
+def test_transfer_reads_best_settings_from_validation_and_regret_from_test(best_b, regret, expect, margin, marks):
     g = transfer_groups("f-x", best_b, regret)
-    cells = _evaluate({"transfer": "f", "expect": expect}, g)
+    cells = _evaluate({"transfer": "f", "expect": expect, "margin": margin}, g)
     assert {c.model for c in cells} == {"a", "b"}
     assert {c.mark for c in cells if c.model == "b"} == marks
 
@@ -156,6 +169,11 @@ def test_claims_report_end_to_end(archived, tmp_path):
      "'metric' is missing"),
     ({"claims": [{"id": 1, "title": "t", "studies": ["digits"],
                   "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "better"}]}]}, "expect is one of"),
+    ({"claims": [{"id": 1, "title": "t", "studies": ["digits"],
+                  "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "higher", "margin": 0.01}]}]},
+     "a margin belongs to a not_higher, not_lower or transfer check"),
+    ({"claims": [{"id": 1, "title": "t", "studies": ["digits"],
+                  "checks": [{"transfer": "ls", "expect": "transfers", "margin": -0.01}]}]}, "margin is a difference"),
 ])
 def test_bad_claims_files_are_one_line_errors(archived, tmp_path, change, fragment):
     path = tmp_path / "claims.yaml"

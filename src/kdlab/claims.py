@@ -24,9 +24,9 @@ The claims file (YAML)::
         plots: [reliability, curves]             # any of reliability, projection, curves (default none)
         checks:
           - {a: lsr_os, than: ls, metric: acc, expect: higher}
-          - {a: ce, a_metric: ece_ts, than: ls, metric: ece, expect: not_higher}
+          - {a: ce, a_metric: ece_ts, than: ls, metric: ece, expect: not_higher, margin: 0.01}
           - {approaches: kd_mse, groups: [kd_t1, kd_t4, kd_t20], metric: acc}
-          - {transfer: lsr_os_tc, expect: transfers}          # or: model_dependent
+          - {transfer: lsr_os_tc, expect: transfers, margin: 0.01}   # or: model_dependent
         context:                                 # comparisons shown beside the checks, outside the verdict
           - {a: ls, than: ce, metric: acc, expect: higher}    # (e.g. where a claim's condition holds)
 
@@ -35,15 +35,19 @@ paired by seed, and intervals are 95% Student-t intervals over the pairs (:func:
 
 * ``higher`` / ``lower``: the difference a − than is "+" when its interval lies on the claimed side of 0, "−" when
   it lies on the other side, "0" otherwise;
-* ``not_higher`` / ``not_lower`` (a reaches than): "−" when the interval lies wholly on the excluded side, else "+";
+* ``not_higher`` / ``not_lower`` (a reaches than, within an optional ``margin`` m >= 0 in the metric's units,
+  default 0): for ``not_lower``, "+" when the interval's lower end is at or above −m (a is shown to be at most m
+  below than), "−" when it is not and the interval lies wholly below 0, "0" otherwise (too wide to tell);
+  ``not_higher`` mirrors it. A non-inferiority reading: a wide interval is undecided, not a success;
 * ``approaches``: the absolute mean difference between each group and the target, in the order given: "+" when it
   never grows along the order and the last group's interval contains 0, "−" when the last is farther from the
   target than the first, "0" otherwise;
 * ``transfer`` (a sweep family: groups named ``<family>-...``): per model, the setting with the best mean
   validation accuracy; on every other model, the regret = test accuracy of that setting there − test accuracy of
-  that model's own best setting. ``transfers``: "+" when the two settings coincide or the regret's interval
-  contains 0, "−" when the regret is significantly below 0. ``model_dependent``: "+" when the settings differ and
-  the regret is significantly below 0, "−" when they coincide, "0" otherwise.
+  that model's own best setting, with an optional ``margin`` m (default 0). ``transfers``: "+" when the two
+  settings coincide or the regret's interval lies at or above −m, "−" when it does not and lies wholly below 0,
+  "0" otherwise. ``model_dependent``: "+" when the settings differ and the regret's interval lies wholly below −m,
+  "−" when they coincide or the interval lies at or above −m, "0" otherwise.
 
 The verdict of a claim, from all its cells: **supported** when no cell is "−" and at least half are "+"; **not
 supported** when no cell is "+"; **mixed** otherwise. It is computed, never written by hand. A claim's ``context``
@@ -207,6 +211,12 @@ def _check_schedule_spec(where: Path, schedule) -> None:
 def _check_spec(at: str, check) -> None:
     if not isinstance(check, dict):
         raise KdlabError(f"{at}: a check must be a mapping")
+    if "margin" in check:
+        margin = check["margin"]
+        if "transfer" not in check and check.get("expect") not in ("not_higher", "not_lower"):
+            raise KdlabError(f"{at}: a margin belongs to a not_higher, not_lower or transfer check")
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+            raise KdlabError(f"{at}: margin is a difference in the metric's units in [0, 1), got {margin!r}")
     if "transfer" in check:
         if check.get("expect") not in TRANSFER_EXPECTATIONS:
             raise KdlabError(f"{at}: a transfer check expects {' or '.join(TRANSFER_EXPECTATIONS)}")
@@ -271,6 +281,22 @@ def _side(diff: dict) -> int:
     return 1 if diff["ci_low"] > 0 else -1 if diff["ci_high"] < 0 else 0
 
 
+def _reaches(diff: dict, margin: float) -> str:
+    """Non-inferiority of a difference (a − than, larger is better): "+" when its interval's lower end is at or
+    above −margin, "−" when not and the interval lies wholly below 0, "0" otherwise."""
+    if diff["ci_low"] >= -margin:
+        return "+"
+    return "−" if diff["ci_high"] < 0 else "0"
+
+
+def _flipped(diff: dict) -> dict:
+    return {**diff, "mean": -diff["mean"], "ci_low": -diff["ci_high"], "ci_high": -diff["ci_low"]}
+
+
+def _margin_text(check: dict) -> str:
+    return f" (margin {check['margin']:g})" if check.get("margin") else ""
+
+
 def _evaluate(check: dict, groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
     if "transfer" in check:
         return _evaluate_transfer(check, groups)
@@ -280,7 +306,8 @@ def _evaluate(check: dict, groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
     metric_b = check["metric"]
     metric_a = check.get("a_metric", metric_b)
     label = (f"{check['a']}{'' if metric_a == metric_b else f' ({metric_a})'} {check['expect'].replace('_', ' ')} "
-             f"than {check['than']}{'' if metric_a == metric_b else f' ({metric_b})'}, {metric_b}")
+             f"than {check['than']}{'' if metric_a == metric_b else f' ({metric_b})'}, {metric_b}"
+             f"{_margin_text(check)}")
     for dataset, model in _cells_of(groups):
         a, b = groups.get((dataset, model, check["a"])), groups.get((dataset, model, check["than"]))
         if not a or not b:
@@ -289,11 +316,11 @@ def _evaluate(check: dict, groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
         if diff is None:
             continue
         side, expect = _side(diff), check["expect"]
-        wanted = 1 if expect in ("higher", "not_lower") else -1
         if expect in ("higher", "lower"):
+            wanted = 1 if expect == "higher" else -1
             mark = "+" if side == wanted else "−" if side == -wanted else "0"
         else:
-            mark = "−" if side == -wanted else "+"
+            mark = _reaches(diff if expect == "not_lower" else _flipped(diff), check.get("margin", 0))
         cells.append(Cell(dataset, model, label, mark, f"Δ {_diff_text(diff)}"))
     return cells
 
@@ -324,7 +351,7 @@ def _evaluate_approaches(check: dict, groups: dict[tuple, list[RunEntry]]) -> li
 
 
 def _evaluate_transfer(check: dict, groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
-    family, expect = check["transfer"], check["expect"]
+    family, expect, margin = check["transfer"], check["expect"], check.get("margin", 0)
     cells = []
     for dataset in dict.fromkeys(key[0] for key in groups):
         settings: dict[str, dict[str, list[RunEntry]]] = {}
@@ -338,15 +365,16 @@ def _evaluate_transfer(check: dict, groups: dict[tuple, list[RunEntry]]) -> list
             for target in settings:
                 if source == target or best[source] not in settings[target]:
                     continue
-                label = f"{family}: the best setting on {source} used on {target}"
+                label = f"{family}: the best setting on {source} used on {target}{_margin_text(check)}"
                 same = best[source] == best[target]
                 diff = None if same else _paired(settings[target][best[source]], settings[target][best[target]],
                                                  "acc", "acc")
-                side = 0 if diff is None else _side(diff)
-                if expect == "transfers":
-                    mark = "−" if side == -1 else "+"
+                if diff is None:  # the same setting (or too few paired seeds to tell)
+                    mark = ("+" if same else "0") if expect == "transfers" else ("−" if same else "0")
+                elif expect == "transfers":
+                    mark = _reaches(diff, margin)
                 else:
-                    mark = "−" if same else "+" if side == -1 else "0"
+                    mark = "+" if diff["ci_high"] < -margin else "−" if diff["ci_low"] >= -margin else "0"
                 detail = (f"best on {source}: {best[source]}; best on {target}: {best[target]}"
                           + ("" if diff is None else f"; regret on {target}: {_diff_text(diff)}"))
                 cells.append(Cell(dataset, target, label, mark, detail))
@@ -459,9 +487,11 @@ def _markdown(spec: dict, claims_file: Path, record: dict, sections: list[str], 
               "**Conventions.** Final-epoch weights, test split (validation only to fit temperatures and, for claim "
               "2, to pick settings). Mean ± sample std over seeds, 95% Student-t interval for accuracy; comparisons "
               "pair runs by seed. ECE: 15 equal-width right-closed bins. Verdict rule (kdlab/claims.py): a comparison "
-              "is + when its 95% interval lies on the claimed side of 0, − when on the other, 0 otherwise "
-              "('reaches' comparisons: − only when significantly on the wrong side); a claim is *supported* with no − "
-              "and at least half +, *not supported* with no +, *mixed* otherwise.", ""]
+              "is + when its 95% interval lies on the claimed side of 0, − when on the other, 0 otherwise; a "
+              "'reaches' comparison (not lower / not higher, transfer) with margin m is + when its interval lies "
+              "wholly on the allowed side of −m, − when not and significantly on the wrong side of 0, 0 otherwise; "
+              "a claim is *supported* with no − and at least half +, *not supported* with no +, *mixed* "
+              "otherwise.", ""]
     if spec.get("datasets"):
         lines += ["## Datasets, networks and schedules", ""]
         for name, note in spec["datasets"].items():
