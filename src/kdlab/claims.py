@@ -315,9 +315,9 @@ def _evaluate(check: dict, groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
         diff = _paired(a, b, metric_a, metric_b)
         if diff is None:
             continue
-        side, expect = _side(diff), check["expect"]
+        expect = check["expect"]
         if expect in ("higher", "lower"):
-            wanted = 1 if expect == "higher" else -1
+            side, wanted = _side(diff), 1 if expect == "higher" else -1
             mark = "+" if side == wanted else "−" if side == -wanted else "0"
         else:
             mark = _reaches(diff if expect == "not_lower" else _flipped(diff), check.get("margin", 0))
@@ -370,7 +370,7 @@ def _evaluate_transfer(check: dict, groups: dict[tuple, list[RunEntry]]) -> list
                 diff = None if same else _paired(settings[target][best[source]], settings[target][best[target]],
                                                  "acc", "acc")
                 if diff is None:  # the same setting (or too few paired seeds to tell)
-                    mark = ("+" if same else "0") if expect == "transfers" else ("−" if same else "0")
+                    mark = "0" if not same else "+" if expect == "transfers" else "−"
                 elif expect == "transfers":
                     mark = _reaches(diff, margin)
                 else:
@@ -486,9 +486,9 @@ def _markdown(spec: dict, claims_file: Path, record: dict, sections: list[str], 
               f"{first.get('torch_version', '?')}, precision {first.get('precision', '?')}.", "",
               "**Conventions.** Final-epoch weights, test split (validation only to fit temperatures and, for claim "
               "2, to pick settings). Mean ± sample std over seeds, 95% Student-t interval for accuracy; comparisons "
-              "pair runs by seed. ECE: 15 equal-width right-closed bins. Verdict rule (src/kdlab/claims.py): a comparison "
-              "is + when its 95% interval lies on the claimed side of 0, − when on the other, 0 otherwise; a "
-              "'reaches' comparison (not lower / not higher, transfer) with margin m is + when its interval lies "
+              "pair runs by seed. ECE: 15 equal-width right-closed bins. Verdict rule (src/kdlab/claims.py): a "
+              "comparison is + when its 95% interval lies on the claimed side of 0, − when on the other, 0 "
+              "otherwise; a 'reaches' comparison (not lower / not higher, transfer) with margin m is + when its interval lies "
               "wholly on the allowed side of −m, − when not and significantly on the wrong side of 0, 0 otherwise; "
               "a claim is *supported* with no − and at least half +, *not supported* with no +, *mixed* "
               "otherwise.", ""]
