@@ -77,14 +77,15 @@ def main() -> int:
 def profile(prepared, steps: int, warm_cache: bool) -> dict[str, list[float]]:
     method, runtime, loader = prepared.method, prepared.runtime, prepared.train_loader
     optimizer = make_optimizer(method, prepared.recipe)
-    has_teacher = getattr(method, "teacher", None) is not None
-    with_keys = getattr(method, "cache", None) is not None
+    teacher_module = prepared.teachers.primary
+    has_teacher = teacher_module is not None
+    with_keys = prepared.teachers.wants_keys
     if warm_cache and with_keys:
         with torch.inference_mode(), runtime.autocast():
             for b, (inputs, _, keys) in enumerate(loader.batches(0, with_keys=True)):
                 if b >= steps + 2:
                     break
-                method.teacher_logits(inputs, keys)
+                teacher_module(inputs, keys)
     method.train()
     phases = {name: [] for name in ("data", "teacher", "student", "backward", "optimizer")}
     batches = loader.batches(0, with_keys=with_keys)
@@ -94,7 +95,7 @@ def profile(prepared, steps: int, warm_cache: bool) -> dict[str, list[float]]:
         inputs, labels = batch[0], batch[1]
         t1 = time.perf_counter()
         with runtime.autocast():
-            teacher = method.teacher_logits(inputs, batch[2] if with_keys else None) if has_teacher else None
+            teacher = teacher_module(inputs, batch[2] if with_keys else None) if has_teacher else None
             t2 = time.perf_counter()
             logits = method.model(inputs)
             if teacher is None:

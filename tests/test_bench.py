@@ -18,7 +18,7 @@ from kdlab.bench import (
 )
 from kdlab.cli import main
 from kdlab.data import load_dataset
-from kdlab.teacher import load_teacher
+from kdlab.teacher.run import load_teacher
 
 reference = load_reference_module()
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
@@ -80,7 +80,7 @@ def test_untrained_teacher_run_is_accepted_by_load_teacher(tmp_path):
                                 data={"source": "digits", "val_size": 0.1})
     teacher = load_teacher(run, dataset, input_mean=[0.3], input_std=[0.4])
     assert isinstance(teacher, torch.nn.Module) and not teacher.training  # same statistics: no Renormalise wrapper
-    assert type(teacher).__name__ != "Renormalise"
+    assert teacher.graph is teacher.network
     best = load_teacher(run, dataset, "best")
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(teacher(x), best(x)) and teacher(x).shape == (2, 10)

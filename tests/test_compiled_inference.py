@@ -9,7 +9,7 @@ import torch
 
 from kdlab import models
 from kdlab.config import load_recipe
-from kdlab.train.compiled_inference import AUTO_MIN_TRAIN_IMAGES, CompiledInference, should_compile_frozen
+from kdlab.teacher.compiled import AUTO_MIN_TRAIN_IMAGES, CompiledInference, should_compile_frozen
 from kdlab.train.engine import prepare, train
 from kdlab.train.runtime import resolve_runtime
 
@@ -94,9 +94,9 @@ def test_kd_run_with_a_compiled_teacher_records_it_and_keys_its_cache(tmp_path):
     assert summary["status"] == "completed"
     on_disk = json.loads((tmp_path / "student" / "summary.json").read_text())
     assert on_disk["frozen_networks"] == {"teacher": "compiled"}
-    eager_key = prepare(recipe(False)).method.cache.key
-    auto_key = prepare(recipe("auto")).method.cache.key  # digits is far below the auto threshold: eager
-    assert auto_key == eager_key != prepare(recipe(True)).method.cache.key
+    eager_key = prepare(recipe(False)).method.teacher.cache.key
+    auto_key = prepare(recipe("auto")).method.teacher.cache.key  # digits is far below the auto threshold: eager
+    assert auto_key == eager_key != prepare(recipe(True)).method.teacher.cache.key
 
 
 def test_cuda_graphs_only_for_compiled_models_on_cuda_with_small_batches():

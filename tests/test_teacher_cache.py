@@ -9,7 +9,8 @@ import torch
 from kdlab.config import load_recipe
 from kdlab.data.augment import CropFlip
 from kdlab.errors import KdlabError
-from kdlab.train.engine import attach_teacher_cache, prepare, train
+from kdlab.teacher.factory import TeacherFactory
+from kdlab.train.engine import prepare, train
 
 
 @pytest.fixture(scope="module")
@@ -42,21 +43,21 @@ def test_view_index_round_trip():
 def test_cached_logits_equal_on_the_fly_logits(teacher, tmp_path, precision):
     prepared = prepare(kd_recipe(teacher, tmp_path, precision=precision))
     method = prepared.method
-    assert method.cache is not None and method.cache.folder is None
+    assert method.teacher.cache is not None and method.teacher.cache.folder is None
     for epoch in range(3):
         for inputs, labels, keys in prepared.train_loader.batches(epoch, with_keys=True):
             with prepared.runtime.autocast():
-                cached = method.teacher_logits(inputs, keys)
+                cached = method.teacher(inputs, keys)
                 with torch.inference_mode():
                     direct = method.teacher(inputs)
             assert cached.dtype == direct.dtype
             assert torch.equal(cached, direct)  # bit for bit
-    assert method.cache.hits > 0 and method.cache.misses > 0
+    assert method.teacher.cache.hits > 0 and method.teacher.cache.misses > 0
 
 
 def test_fill_computes_every_view_exactly(teacher, tmp_path):
     prepared = prepare(kd_recipe(teacher, tmp_path))
-    cache, loader = prepared.method.cache, prepared.train_loader
+    cache, loader = prepared.method.teacher.cache, prepared.train_loader
     with torch.inference_mode():
         cache.fill(prepared.method.teacher, loader)
     assert cache.coverage == pytest.approx(len(loader.labels) / cache.table.shape[0])  # every view of every train image
@@ -95,12 +96,12 @@ def test_disk_cache_is_shared_across_runs_and_seeds(teacher, tmp_path):
 
 
 def test_key_changes_with_what_the_logits_depend_on(teacher, tmp_path):
-    base = prepare(kd_recipe(teacher, tmp_path)).method.cache.key
-    assert prepare(kd_recipe(teacher, tmp_path, precision="bf16")).method.cache.key != base
+    base = prepare(kd_recipe(teacher, tmp_path)).method.teacher.cache.key
+    assert prepare(kd_recipe(teacher, tmp_path, precision="bf16")).method.teacher.cache.key != base
     raw = kd_recipe(teacher, tmp_path).to_dict()
     raw["data"]["crop_padding"] = 2
-    assert prepare(load_recipe(raw=raw)).method.cache.key != base
-    assert prepare(kd_recipe(teacher, tmp_path, seed=3)).method.cache.key == base
+    assert prepare(load_recipe(raw=raw)).method.teacher.cache.key != base
+    assert prepare(kd_recipe(teacher, tmp_path, seed=3)).method.teacher.cache.key == base
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,10 @@ def test_non_discrete_augmentation_is_refused(teacher, tmp_path):
     assert not loader.discrete_views
     with pytest.raises(ValueError, match="not a discrete augmentation"):
         next(loader.batches(0, with_keys=True))
-    method = prepared.method
-    method.cache = None
     with pytest.raises(KdlabError, match="needs a discrete augmentation"):
-        attach_teacher_cache(prepared.recipe, prepared.runtime, prepared.dataset, method, loader)
+        TeacherFactory(prepared.recipe, prepared.runtime, prepared.dataset, loader)(teacher)
     auto = kd_recipe(teacher, tmp_path, mode="auto")
-    attach_teacher_cache(auto, prepared.runtime, prepared.dataset, method, loader)
-    assert method.cache is None  # auto quietly runs the teacher instead
+    assert TeacherFactory(auto, prepared.runtime, prepared.dataset, loader)(teacher).cache is None  # runs the teacher
 
 
 def test_cache_teacher_command_fills_the_disk_cache(teacher, tmp_path, capsys):

@@ -340,7 +340,7 @@ def _run_configuration(configuration: Configuration, settings: Settings, data: d
             # The warm-up of this contender fills the cache: epoch 0's first `steps` steps, exactly what each timed
             # block then trains again (every timed block runs epoch 0 from its start), so every lookup hits.
             warm.warmup = _block_record(*warm.run_block(settings.steps))
-            fill = {"hits": cached.method.cache.hits, "misses": cached.method.cache.misses}
+            fill = {"hits": cached.teachers.primary.cache.hits, "misses": cached.teachers.primary.cache.misses}
             contenders.append(warm)
         time_alternating(contenders, settings, log)
     finally:
@@ -354,10 +354,10 @@ def _run_configuration(configuration: Configuration, settings: Settings, data: d
             run["ratio_to_reference"] = run["median_images_per_second"] / ref
     result = {"name": configuration.name, "label": configuration.label, "student": configuration.student,
               "teacher": configuration.teacher, "runs": runs,
-              "kdlab_teacher": getattr(getattr(prepared.method, "teacher", None), "state", None),
+              "kdlab_teacher": prepared.teachers.primary.state if prepared.teachers.primary else None,
               "reference_epochs_started": loop.epochs_started}
     if cached is not None:
-        cache = cached.method.cache
+        cache = cached.teachers.primary.cache
         result["teacher_cache"] = {"fill_pass": fill,
                                    "timed_blocks": {"hits": cache.hits - fill["hits"],
                                                     "misses": cache.misses - fill["misses"]},
@@ -380,11 +380,12 @@ def _epoch_check(configuration: Configuration, settings: Settings, data: dict, d
                                         data["mean"], data["std"], data=data, seed=settings.seed)
     student = prepare(make_recipe(data, configuration.student, settings))
     kd = prepare(make_recipe(data, configuration.student, settings, teacher_dir=teacher_dir, teacher_cache="memory"))
-    cache = kd.method.cache
+    teacher = kd.teachers.primary
+    cache = teacher.cache
     start = time.perf_counter()
     with torch.inference_mode(), kd.runtime.autocast():
         for inputs, _, keys in kd.train_loader.batches(0, with_keys=True):
-            cache.logits(kd.method.teacher, inputs, keys)
+            teacher(inputs, keys)
     fill_seconds = time.perf_counter() - start
     filled = {"hits": cache.hits, "misses": cache.misses}
     contenders = {"student": (student, make_optimizer(student.method, student.recipe)),
@@ -409,7 +410,7 @@ def _epoch_check(configuration: Configuration, settings: Settings, data: dict, d
             "median_seconds": median, "kd_over_student": ratio, "cache_fill_seconds": round(fill_seconds, 3),
             "cache_fill": filled, "timed_cache": {"hits": cache.hits - filled["hits"],
                                                   "misses": cache.misses - filled["misses"]},
-            "teacher": getattr(kd.method.teacher, "state", "eager")}
+            "teacher": teacher.state}
 
 
 def format_table(record: dict) -> str:

@@ -141,7 +141,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 def _cache_teacher(args: argparse.Namespace) -> int:
     from kdlab.config import load_recipe
-    from kdlab.teacher_cache import precompute
+    from kdlab.train.precompute_teacher import precompute
 
     recipe = load_recipe(args.recipe, args.overrides)
     cache = precompute(recipe, quiet=args.quiet)

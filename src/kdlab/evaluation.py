@@ -24,7 +24,7 @@ from kdlab.data.inputs import check_modality, features_record, recipe_dataset
 from kdlab.data.loader import DeviceLoader
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_savez, atomic_write_json
-from kdlab.teacher import WEIGHTS, summary_data
+from kdlab.teacher.run import WEIGHTS, summary_data
 from kdlab.train.checkpoint import load_state_into, load_tensors
 from kdlab.train.evaluate import evaluation_record, predict
 from kdlab.train.rundir import RunDir
@@ -138,7 +138,7 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] = (), checkpoint: Lit
     method_params = run.recipe.method.model_extra or {}
     teacher_dir = method_params.get("teacher")
     if teacher_dir:
-        from kdlab.teacher import load_teacher
+        from kdlab.teacher.run import load_teacher
 
         # Other data with the same classes is fine here; the teacher sees inputs normalised as in its training.
         teacher = load_teacher(teacher_dir, dataset, method_params.get("teacher_checkpoint", "final"),

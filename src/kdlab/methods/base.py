@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 import torch.nn as nn
@@ -29,8 +29,8 @@ class NoParams(BaseModel):
 @dataclass(frozen=True)
 class MethodContext:
     """What a method may need besides its model: the student's data (for checking teachers against it) and the
-    per-channel mean and std its inputs are normalised with (a teacher trained with other statistics gets its
-    inputs re-normalised; None means the teacher's own)."""
+    per-channel mean and std its inputs are normalised with, and the way to get a teacher: methods never read run
+    directories themselves."""
 
     dataset: Dataset
     mean: Sequence[float] | None = None
@@ -38,6 +38,10 @@ class MethodContext:
     model_name: str | None = None  # recipe model.name (online methods build their branches from it)
     input_shape: tuple[int, int, int] | None = None  # (C, H, W) of the model inputs; None: the images' own
     features: dict | None = None  # audio: sample rate and log-mel settings (a teacher must have the same)
+    #: ``load_teacher(run_dir, checkpoint)`` -> :class:`kdlab.teacher.Teacher`, checked against ``dataset``, ready
+    #: for this run (re-normalised, compiled, cached). The engine fills it (:class:`kdlab.teacher.factory.
+    #: TeacherFactory`); a test or a user's loop may hand in any callable, e.g. one returning an in-memory teacher.
+    load_teacher: Callable | None = None
 
     @property
     def num_classes(self) -> int:
@@ -61,7 +65,6 @@ class Method(nn.Module, ABC):
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
     frozen: ClassVar[tuple[str, ...]] = ()
-    uses_batch_keys: ClassVar[bool] = False  # forward takes keys=(sample, view) for per-view caches
     has_heads: ClassVar[bool] = False  # trains several heads: head_logits() gives each one's logits
 
     def __init__(self, model: nn.Module, params: BaseModel, context: MethodContext):
@@ -71,8 +74,11 @@ class Method(nn.Module, ABC):
         self.num_classes = context.num_classes
 
     @abstractmethod
-    def forward(self, inputs: torch.Tensor, labels: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Return (logits of ``self.model`` for ``inputs``, {term name: scalar loss})."""
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor, epoch: int,
+                keys: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return (logits of ``self.model`` for ``inputs``, {term name: scalar loss, weights applied}); the loss is
+        the sum of the terms. ``keys`` are the inputs' (sample, view) indices when the engine has them (discrete
+        augmentation and a teacher cache): a method passes them to its teacher, ``self.teacher(inputs, keys)``."""
 
     def head_logits(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Methods with ``has_heads`` (online distillation) return each head's logits; the engine reports every

@@ -9,6 +9,6 @@ from kdlab.methods.base import Method
 class CrossEntropy(Method):
     """L = H(q, p) with q the one-hot label."""
 
-    def forward(self, inputs, labels, epoch):
+    def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
         return logits, {"ce": losses.cross_entropy(logits, labels)}

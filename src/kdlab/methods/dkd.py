@@ -25,7 +25,7 @@ class DecoupledKD(WithTeacher):
     def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
         p = self.params
-        tckd, nckd = losses.dkd_parts(logits, self.teacher_logits(inputs, keys), labels, p.tau)
+        tckd, nckd = losses.dkd_parts(logits, self.teacher(inputs, keys), labels, p.tau)
         ramp = min((epoch + 1) / p.warmup, 1.0)
         return logits, {
             "ce": p.ce_weight * losses.cross_entropy(logits, labels),

@@ -31,7 +31,7 @@ class KnowledgeDistillation(WithTeacher):
 
     def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
-        teacher = self.teacher_logits(inputs, keys)
+        teacher = self.teacher(inputs, keys)
         p = self.params
         return logits, {
             "ce": (1 - p.alpha) * losses.cross_entropy(logits, labels),

@@ -19,6 +19,6 @@ class LabelSmoothing(Method):
         eps: float = Field(0.1, ge=0, lt=1, description="smoothing mass")
         split: Literal["uniform", "others"] = Field("uniform", description="eps/K on every class, or eps/(K-1) on the others")
 
-    def forward(self, inputs, labels, epoch):
+    def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
         return logits, {"ls": losses.label_smoothing(logits, labels, self.params.eps, self.params.split)}

@@ -16,6 +16,6 @@ class MarginLabelSmoothing(Method):
         margin: float = Field(10.0, ge=0)
         lam: float = Field(0.1, ge=0)
 
-    def forward(self, inputs, labels, epoch):
+    def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
         return logits, {"mbls": losses.mbls(logits, labels, self.params.margin, self.params.lam)}

@@ -99,7 +99,7 @@ class OnlineMethod(Method):
     def weight(self, epoch: int) -> float:
         return self.params.weight * sigmoid_rampup(epoch, self.params.rampup)
 
-    def forward(self, inputs, labels, epoch):
+    def forward(self, inputs, labels, epoch, keys=None):
         shared = self.branches.trunk(inputs)
         features = [self.branches.branch_features(shared, i) for i in range(self.branches.num_branches)]
         logits = [network.classifier(h) for network, h in zip(self.branches.networks, features)]

@@ -24,7 +24,7 @@ class LabelSmoothingOutputSmoothing(Method):
 
     Params = OutputSmoothingParams
 
-    def forward(self, inputs, labels, epoch):
+    def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
         return logits, {"lsr_os": losses.lsr_os(logits, labels, self.params.eps, self.params.tau)}
 
@@ -48,7 +48,7 @@ class LabelSmoothingOutputSmoothingTeacherCorrection(Method):
                              f"{context.num_classes} classes")
         super().__init__(model, params, context)
 
-    def forward(self, inputs, labels, epoch):
+    def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
         p = self.params
         return logits, {

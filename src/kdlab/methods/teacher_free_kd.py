@@ -28,7 +28,7 @@ class TeacherFreeRegularisation(Method):
         mode: Literal["paper", "reference"] = "paper"
         multiplier: float = Field(1.0, gt=0, description="reference mode only: the code's KL multiplier")
 
-    def forward(self, inputs, labels, epoch):
+    def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
         p = self.params
         return logits, {"tfkd_reg": losses.tfkd_reg(logits, labels, p.alpha, p.tau, p.a, p.mode, p.multiplier)}
@@ -41,7 +41,7 @@ class TeacherFreeSelf(KnowledgeDistillation):
     def __init__(self, model, params, context):
         super().__init__(model, params, context)
         student = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        network = getattr(self.teacher, "network", self.teacher)  # unwrap a Renormalise adapter
+        network = self.teacher.network
         teacher = {k: tuple(v.shape) for k, v in network.state_dict().items()}
         if type(network) is not type(model) or student != teacher:
             raise KdlabError(f"method.teacher: tfkd_self needs a teacher of the student's own architecture; "

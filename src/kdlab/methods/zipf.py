@@ -28,7 +28,7 @@ class ZipfLabelSmoothing(Method):
             raise KdlabError(f"method zipf_ls needs a zoo model with a feature map; {type(model).__name__} has none")
         super().__init__(model, params, context)
 
-    def forward(self, inputs, labels, epoch):
+    def forward(self, inputs, labels, epoch, keys=None):
         feature_map = self.model.feature_map(inputs)
         logits = self.model.classifier(feature_map.mean(dim=(2, 3)))
         with torch.no_grad():

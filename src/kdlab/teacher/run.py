@@ -1,4 +1,4 @@
-"""Teachers are run directories: kdlab rebuilds the network from the run's ``config.yaml`` and its safetensors
+"""A teacher from a run directory: kdlab rebuilds the network from the run's ``config.yaml`` and its safetensors
 weights, and checks that it was trained on the student's task before anything trains against it."""
 
 from __future__ import annotations
@@ -9,29 +9,14 @@ from typing import Literal
 import torch
 
 from kdlab import models
-from kdlab.config import load_recipe
+from kdlab.config import Recipe, load_recipe
 from kdlab.data import Dataset
 from kdlab.errors import KdlabError
+from kdlab.teacher.module import Teacher
 from kdlab.train.checkpoint import load_state_into, load_tensors
 from kdlab.train.rundir import RunDir
 
 WEIGHTS = {"final": "model.safetensors", "best": "best.safetensors"}
-
-
-class Renormalise(torch.nn.Module):
-    """Feeds a teacher inputs normalised the way it was trained: x_t = x_s * std_s / std_t + (mean_s - mean_t) / std_t,
-    for inputs x_s normalised with the student's per-channel (mean_s, std_s)."""
-
-    def __init__(self, network: torch.nn.Module, student_mean, student_std, teacher_mean, teacher_std):
-        super().__init__()
-        ms, ss, mt, st = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
-                          for v in (student_mean, student_std, teacher_mean, teacher_std))
-        self.network = network
-        self.register_buffer("scale", ss / st)
-        self.register_buffer("shift", (ms - mt) / st)
-
-    def forward(self, x: torch.Tensor, **kwargs):
-        return self.network(x * self.scale.to(x.dtype) + self.shift.to(x.dtype), **kwargs)
 
 
 def summary_data(run: RunDir, summary: dict, role: str = "") -> dict:
@@ -47,17 +32,27 @@ def summary_data(run: RunDir, summary: dict, role: str = "") -> dict:
 
 
 def load_teacher(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["final", "best"] = "final", *,
-                 input_mean=None, input_std=None, same_dataset: bool = True,
-                 features: dict | None = None) -> torch.nn.Module:
-    """The network of the completed run ``run_dir``, frozen (eval mode, no gradients), on the CPU.
+                 input_mean=None, input_std=None, same_dataset: bool = True, features: dict | None = None,
+                 compile: bool = False, cache=None) -> Teacher:
+    """The network of the completed run ``run_dir`` as a frozen :class:`~kdlab.teacher.module.Teacher`, on the CPU.
 
     Refused with a one-line error: a folder that is not a completed kdlab run, and a teacher whose class count,
     class names, input shape (H x W x C, or the waveform length L), audio features (sample rate and log-mel
     settings, compared with the student's ``features`` when given) or (with ``same_dataset``) dataset differ from
     the student's ``dataset``.
     With the student's input statistics (``input_mean``, ``input_std``) differing from the teacher's, the teacher is
-    wrapped in :class:`Renormalise`, so it always sees inputs normalised as in its own training.
+    re-normalised (:class:`~kdlab.teacher.module.Renormalise`), so it always sees inputs normalised as in its own
+    training. ``compile`` and ``cache`` are :class:`~kdlab.teacher.module.Teacher`'s.
     """
+    network, recipe = load_network(run_dir, dataset, checkpoint, same_dataset=same_dataset, features=features)
+    return Teacher(network, renormalise=(input_mean, input_std, recipe.data.mean, recipe.data.std), compile=compile,
+                   cache=cache)
+
+
+def load_network(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["final", "best"] = "final", *,
+                 same_dataset: bool = True, features: dict | None = None) -> tuple[torch.nn.Module, Recipe]:
+    """The checked network of the completed run ``run_dir`` with its weights (see :func:`load_teacher`), and the
+    run's recipe."""
     run = RunDir(Path(run_dir))
     if not run.path.exists():
         raise KdlabError(f"teacher run directory not found: {run.path}")
@@ -85,9 +80,6 @@ def load_teacher(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["fin
     teacher = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=in_channels)
     weights = run.checkpoint / WEIGHTS[checkpoint]
     load_state_into(teacher, load_tensors(weights), weights)
-    if input_mean is not None and input_std is not None and \
-            (list(input_mean) != list(recipe.data.mean) or list(input_std) != list(recipe.data.std)):
-        teacher = Renormalise(teacher, input_mean, input_std, recipe.data.mean, recipe.data.std)
     teacher.eval()
     teacher.requires_grad_(False)
-    return teacher
+    return teacher, recipe

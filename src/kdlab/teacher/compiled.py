@@ -8,7 +8,7 @@ a one-off compile (about 15 s for resnet56 here, seconds once inductor's on-disk
 auto`` compiles teachers only when the run feeds them many images (see :func:`should_compile_frozen`).
 
 The compiled graph's logits differ from eager ones by float rounding (BatchNorm folded into the weights), so a
-teacher-logit cache records which of the two filled it (:func:`kdlab.teacher_cache.cache_key`). When compiling
+teacher-logit cache records which of the two filled it (:func:`kdlab.teacher.cache.cache_key`). When compiling
 fails (no C++ compiler, an unsupported platform), the wrapper says so once and runs the network eagerly.
 """
 

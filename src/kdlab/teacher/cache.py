@@ -144,32 +144,3 @@ class TeacherLogitCache:
         new = filled & ~self.filled
         self.table[new] = table[new]
         self.filled |= filled
-
-
-def precompute(recipe, quiet: bool = False) -> TeacherLogitCache:
-    """Fill and save the on-disk cache of ``recipe``'s teacher for every view of every training image."""
-    import sys
-
-    from tqdm import tqdm
-
-    from kdlab.train.engine import prepare
-
-    if recipe.runtime.teacher_cache in ("off", "memory"):
-        raise KdlabError(f"runtime.teacher_cache is {recipe.runtime.teacher_cache}: precomputing needs the disk cache")
-    prepared = prepare(recipe)
-    cache = getattr(prepared.method, "cache", None)
-    if not getattr(prepared.method, "uses_batch_keys", False):
-        raise KdlabError(f"method {recipe.method.name} has no teacher, so there is nothing to cache")
-    if cache is None or cache.folder is None:
-        raise KdlabError("this recipe gets no disk teacher cache (non-discrete augmentation, or too large for "
-                         "teacher_cache: auto; set runtime.teacher_cache=disk)")
-    loader = prepared.train_loader
-    missing = int((~cache.filled[loader.source_index]).sum())
-    bar = tqdm(total=missing, unit="img", desc="teacher logits", disable=quiet or not missing, file=sys.stderr,
-               dynamic_ncols=True)
-    teacher = prepared.method.teacher
-    with torch.inference_mode(), prepared.runtime.autocast():
-        cache.fill(teacher, loader, progress=bar.update)
-    bar.close()
-    cache.save()
-    return cache

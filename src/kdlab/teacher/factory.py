@@ -1,0 +1,116 @@
+"""``TeacherFactory``: how a run builds its teachers, handed to methods as ``MethodContext.load_teacher``.
+
+The engine makes one factory per run from what only the engine knows (the runtime, the student's data and
+normalisation, the training loader's augmentation views, the ranks of a data-parallel run); a method calls
+``context.load_teacher(run_dir, checkpoint)`` and gets a ready :class:`~kdlab.teacher.module.Teacher`: checked
+against the student's task, re-normalised, compiled where ``runtime.compile`` asks, with a logit cache where
+``runtime.teacher_cache`` and the augmentation allow. The factory remembers every teacher it built, so the engine
+saves their caches, reports them and evaluates the student's fidelity to the first one without asking the method.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from kdlab.config import Recipe
+from kdlab.data import Dataset
+from kdlab.data.inputs import features_record
+from kdlab.errors import KdlabError
+from kdlab.io import WriteError
+from kdlab.teacher.cache import TeacherLogitCache, cache_key
+from kdlab.teacher.compiled import should_compile_frozen
+from kdlab.teacher.module import Teacher
+from kdlab.teacher.run import WEIGHTS, load_network
+
+AUTO_CACHE_LIMIT_BYTES = 4 << 30  # teacher_cache: auto stays off above this table size
+
+
+class TeacherFactory:
+    """Builds the teachers of one run (see the module docstring); ``teachers`` lists them in the order built."""
+
+    def __init__(self, recipe: Recipe, runtime, dataset: Dataset, train_loader, distributed=None):
+        self.recipe, self.runtime, self.dataset = recipe, runtime, dataset
+        self.train_loader, self.distributed = train_loader, distributed
+        self.teachers: list[Teacher] = []
+
+    def __call__(self, run_dir: str | Path, checkpoint: str = "final") -> Teacher:
+        data = self.recipe.data
+        network, teacher_recipe = load_network(run_dir, self.dataset, checkpoint,
+                                               features=features_record(data, self.dataset))
+        compiled = should_compile_frozen(self.runtime.compile_setting, len(self.dataset.train.labels))
+        renormalise = (data.mean, data.std, teacher_recipe.data.mean, teacher_recipe.data.std)
+        name = "teacher" if not self.teachers else f"teacher{len(self.teachers) + 1}"
+        teacher = Teacher(network, renormalise=renormalise, compile=compiled, name=name)
+        teacher.cache = self._cache(Path(run_dir) / "checkpoint" / WEIGHTS[checkpoint], teacher_recipe, compiled)
+        self.teachers.append(teacher)
+        return teacher
+
+    def _cache(self, weights: Path, teacher_recipe: Recipe, compiled: bool) -> TeacherLogitCache | None:
+        """A teacher-logit cache (:mod:`kdlab.teacher.cache`) as ``runtime.teacher_cache`` asks, or None
+        (data-parallel: each rank holds its own in memory, and rank 0 alone reads and writes the disk cache)."""
+        recipe, runtime, dataset, loader = self.recipe, self.runtime, self.dataset, self.train_loader
+        mode = recipe.runtime.teacher_cache
+        if mode == "off":
+            return None
+        if not loader.discrete_views:
+            if mode == "auto":
+                return None
+            raise KdlabError(f"runtime.teacher_cache: {mode} needs a discrete augmentation (crop x flip); "
+                             f"{type(loader.augment).__name__} is not")
+        from kdlab.data.cache import cache_root
+
+        samples = int(dataset.train.source_index.max()) + 1
+        augment = loader.augment
+        key = cache_key(
+            teacher_weights=weights, source_fingerprint=dataset.source_fingerprint,
+            augment={"padding": augment.padding, "padding_mode": augment.padding_mode, "flip": augment.flip}
+            if augment else None,
+            normalisation={"student": [recipe.data.mean, recipe.data.std],
+                           "teacher": [teacher_recipe.data.mean, teacher_recipe.data.std]},
+            precision=runtime.precision, device_type=runtime.device.type, teacher_compiled=compiled,
+            num_samples=samples, num_classes=len(dataset.classes), features=features_record(recipe.data, dataset),
+        )
+        folder = cache_root(recipe.data.cache_dir) / "teacher-logits" / key if mode in ("auto", "disk") else None
+        if self.distributed is not None and not self.distributed.is_main:
+            folder = None
+        bf16 = runtime.precision == "bf16"
+        table_bytes = samples * loader.num_views * len(dataset.classes) * (2 if bf16 else 4)
+        if mode == "auto" and table_bytes > AUTO_CACHE_LIMIT_BYTES:
+            return None  # too large to hold by default; ask for it explicitly with disk or memory
+        return TeacherLogitCache(num_samples=samples, num_views=loader.num_views, num_classes=len(dataset.classes),
+                                 dtype=torch.bfloat16 if bf16 else torch.float32, device=runtime.device, key=key,
+                                 folder=folder)
+
+    # ------------------------------------------------------------------------------------ what the engine asks
+
+    @property
+    def primary(self) -> Teacher | None:
+        """The first teacher built (the one the student's fidelity is measured against), or None."""
+        return self.teachers[0] if self.teachers else None
+
+    @property
+    def wants_keys(self) -> bool:
+        """Whether a teacher has a cache, so training batches should carry their (sample, view) keys."""
+        return any(t.cache is not None for t in self.teachers)
+
+    def save_caches(self) -> None:
+        """Write every teacher's cache; a cache that cannot be written is a warning (it only saves time)."""
+        import warnings
+
+        for teacher in self.teachers:
+            if teacher.cache is None:
+                continue
+            try:
+                teacher.cache.save()
+            except WriteError as error:
+                warnings.warn(f"teacher-logit cache not saved: {error}", stacklevel=2)
+
+    def cache_record(self) -> dict | None:
+        """The first teacher's cache record for the summary (``teacher_cache``), or None."""
+        return self.primary.cache_record() if self.primary is not None else None
+
+    def states(self) -> dict[str, str]:
+        """How each teacher runs, by name (``frozen_networks`` in the summary)."""
+        return {t.name: t.state for t in self.teachers}

@@ -1,0 +1,106 @@
+"""The ``Teacher``: one frozen network that gives soft targets, and everything it does in a training step.
+
+A teacher owns, in one place: its network (eval mode, no gradients, left out of the student's checkpoints), the
+re-normalisation of the student's inputs to the statistics it was trained with (:class:`Renormalise`), its
+compilation as a frozen inference graph (:class:`kdlab.teacher.compiled.CompiledInference`), and its logit cache per
+(training image, augmentation view) (:class:`kdlab.teacher.cache.TeacherLogitCache`). A method calls it like a
+function, ``teacher(inputs, keys)``, and gets z^t as a constant for the student's loss; whether the logits were
+computed or looked up is the teacher's business.
+
+Methods never build teachers: they call ``context.load_teacher(spec, checkpoint)`` (:class:`kdlab.methods.MethodContext`),
+which the engine fills with :class:`kdlab.teacher.factory.TeacherFactory`, and which a test or a user's own loop can
+fill with any callable returning a ``Teacher`` around an in-memory network. (The same idea as timm's
+``DistillationTeacher``, designed for kdlab's run directories, caches and compiled graphs.)
+
+Feature taps (named intermediate activations, for feature-level distillation) will live here too; today a teacher
+gives logits only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class Renormalise(nn.Module):
+    """Feeds a network inputs normalised the way it was trained: x_t = x_s * std_s / std_t + (mean_s - mean_t) / std_t,
+    for inputs x_s normalised with the student's per-channel (mean_s, std_s)."""
+
+    def __init__(self, network: nn.Module, student_mean, student_std, teacher_mean, teacher_std):
+        super().__init__()
+        ms, ss, mt, st = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
+                          for v in (student_mean, student_std, teacher_mean, teacher_std))
+        self.network = network
+        self.register_buffer("scale", ss / st)
+        self.register_buffer("shift", (ms - mt) / st)
+
+    def forward(self, x: torch.Tensor, **kwargs):
+        return self.network(x * self.scale.to(x.dtype) + self.shift.to(x.dtype), **kwargs)
+
+
+def needs_renormalising(student_mean, student_std, teacher_mean, teacher_std) -> bool:
+    """Whether the student's input statistics are given and differ from the teacher's."""
+    if student_mean is None or student_std is None:
+        return False
+    return list(student_mean) != list(teacher_mean) or list(student_std) != list(teacher_std)
+
+
+class Teacher(nn.Module):
+    """A frozen ``network`` for distillation: ``teacher(inputs, keys=None)`` -> z^t (N x K), a constant tensor.
+
+    * ``renormalise``: ``(student_mean, student_std, teacher_mean, teacher_std)``; inputs normalised with the
+      student's statistics are mapped to the teacher's first (:class:`Renormalise`), when they differ.
+    * ``compile``: run network (+ re-normalisation) as a frozen inference graph (BatchNorm folded), eager when
+      compiling fails.
+    * ``cache``: a :class:`~kdlab.teacher.cache.TeacherLogitCache`; with ``keys`` = (sample, view) of each input,
+      cached logits are looked up and only the misses run the network. Without keys the network always runs.
+
+    The logits are computed under inference mode and returned as an ordinary tensor (autograd may use it as a
+    constant). ``name`` is how the run's summary names this teacher.
+    """
+
+    def __init__(self, network: nn.Module, *, renormalise: tuple | None = None, compile: bool = False,
+                 cache=None, name: str = "teacher"):
+        super().__init__()
+        graph = network
+        if renormalise is not None and needs_renormalising(*renormalise):
+            graph = Renormalise(network, *renormalise)
+        if compile:
+            from kdlab.teacher.compiled import CompiledInference
+
+            graph = CompiledInference(graph)
+        self.graph = graph
+        object.__setattr__(self, "_network", network)  # the plain network, also reachable through ``graph``
+        self.cache = cache
+        self.name = name
+        self.eval()
+        self.requires_grad_(False)
+
+    @property
+    def network(self) -> nn.Module:
+        """The teacher's own network (not re-normalised, not compiled): what its run trained."""
+        return self._network
+
+    @property
+    def state(self) -> str:
+        """How the network runs: "eager", "compiled", "not called yet" or "eager (compile failed: ...)"."""
+        return getattr(self.graph, "state", "eager")
+
+    def forward(self, inputs: torch.Tensor, keys: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        with torch.inference_mode():
+            if self.cache is not None and keys is not None:
+                logits = self.cache.logits(self.graph, inputs, keys)
+            else:
+                logits = self.graph(inputs)
+        return logits.clone()  # an ordinary tensor again, so autograd may use it as a constant
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # frozen: always in eval mode
+
+    def cache_record(self) -> dict | None:
+        """The cache's mode, key, hits, misses and coverage for the run's summary, or None without a cache."""
+        cache = self.cache
+        if cache is None:
+            return None
+        return {"mode": "disk" if cache.folder is not None else "memory", "key": cache.key, "hits": cache.hits,
+                "misses": cache.misses, "coverage": cache.coverage}
