@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from kdlab import losses
-from kdlab.bench import Settings, make_recipe, untrained_teacher_run
+from kdlab.bench.configurations import Settings, make_recipe, untrained_teacher_run
 from kdlab.data import load_dataset
 from kdlab.train.engine import make_optimizer, prepare
 

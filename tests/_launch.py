@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PRELOAD = ["_launch", "kdlab.cli", "kdlab.train.engine", "kdlab.study", "kdlab.pipeline", "kdlab.evaluation",
-           "kdlab.report", "kdlab.tune", "kdlab.workqueue", "optuna", "torch._dynamo", "sklearn.model_selection",
+PRELOAD = ["_launch", "kdlab.cli", "kdlab.train.engine", "kdlab.experiments.study", "kdlab.experiments.pipeline", "kdlab.analysis.runs",
+           "kdlab.analysis.report", "kdlab.experiments.tune", "kdlab.experiments.workqueue", "optuna", "torch._dynamo", "sklearn.model_selection",
            "sklearn.datasets"]
 
 _context = multiprocessing.get_context("forkserver")

@@ -8,19 +8,14 @@ import pytest
 import torch
 
 from kdlab import losses
-from kdlab.bench import (
-    Configuration,
-    Settings,
-    format_table,
-    load_reference_module,
-    run_bench,
-    untrained_teacher_run,
-)
+from kdlab.bench import reference_loop as reference
+from kdlab.bench.command import format_table
+from kdlab.bench.configurations import Configuration, Settings, untrained_teacher_run
+from kdlab.bench.harness import run_bench
 from kdlab.cli import main
 from kdlab.data import load_dataset
 from kdlab.teacher.run import load_teacher
 
-reference = load_reference_module()
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
 
 

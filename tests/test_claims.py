@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from _cli import assert_user_error, kdlab_main
-from kdlab.claims import Cell, _evaluate, _verdict
-from kdlab.report import RunEntry
+from kdlab.analysis.verdicts import Cell, claim_verdict, evaluate
+from kdlab.analysis.runs import RunEntry
 
 SEEDS = (0, 1, 2)
 
@@ -49,7 +49,7 @@ def test_comparison_marks_follow_the_interval(better, expect, margin, mark):
     check = {"a": "new", "than": "base", "metric": "acc", "expect": expect}
     if margin is not None:
         check["margin"] = margin
-    cells = _evaluate(check, groups(new=entries(better), base=entries(BASE)))
+    cells = evaluate(check, groups(new=entries(better), base=entries(BASE)))
     assert [c.mark for c in cells] == [mark]
     assert cells[0].detail.startswith("Δ ")
     assert ("margin" in cells[0].check) == bool(margin)
@@ -58,13 +58,13 @@ def test_comparison_marks_follow_the_interval(better, expect, margin, mark):
 def test_cross_metric_comparison_pairs_by_seed():
     a = entries([0.02, 0.03, 0.025], metric="ece_ts")
     b = entries([0.10, 0.11, 0.09], metric="ece")
-    cells = _evaluate({"a": "ce", "a_metric": "ece_ts", "than": "ls", "metric": "ece", "expect": "not_higher"},
+    cells = evaluate({"a": "ce", "a_metric": "ece_ts", "than": "ls", "metric": "ece", "expect": "not_higher"},
                       groups(ce=a, ls=b))
     assert cells[0].mark == "+" and "ce (ece_ts)" in cells[0].check
 
 
 def test_missing_groups_give_no_cell():
-    assert _evaluate({"a": "x", "than": "base", "metric": "acc", "expect": "higher"}, groups(base=entries(BASE))) == []
+    assert evaluate({"a": "x", "than": "base", "metric": "acc", "expect": "higher"}, groups(base=entries(BASE))) == []
 
 
 @pytest.mark.parametrize("values,mark", [
@@ -74,7 +74,7 @@ def test_missing_groups_give_no_cell():
 ])
 def test_approaches_needs_shrinking_gaps_and_an_indistinguishable_last(values, mark):
     g = groups(t1=entries(values[0]), t4=entries(values[1]), t20=entries(values[2]), mse=entries(BASE))
-    cells = _evaluate({"approaches": "mse", "groups": ["t1", "t4", "t20"], "metric": "acc"}, g)
+    cells = evaluate({"approaches": "mse", "groups": ["t1", "t4", "t20"], "metric": "acc"}, g)
     assert [c.mark for c in cells] == [mark]
 
 
@@ -101,18 +101,18 @@ def transfer_groups(best_a: str, best_b: str, regret: float) -> dict:
 ])
 def test_transfer_reads_best_settings_from_validation_and_regret_from_test(best_b, regret, expect, margin, marks):
     g = transfer_groups("f-x", best_b, regret)
-    cells = _evaluate({"transfer": "f", "expect": expect, "margin": margin}, g)
+    cells = evaluate({"transfer": "f", "expect": expect, "margin": margin}, g)
     assert {c.model for c in cells} == {"a", "b"}
     assert {c.mark for c in cells if c.model == "b"} == marks
 
 
 def test_verdict_rule():
     cell = lambda mark: Cell("d", "m", "c", mark, "")
-    assert _verdict([cell("+"), cell("+"), cell("0")]) == "supported"
-    assert _verdict([cell("+"), cell("0"), cell("0")]) == "mixed"
-    assert _verdict([cell("+"), cell("+"), cell("−")]) == "mixed"
-    assert _verdict([cell("0"), cell("−")]) == "not supported"
-    assert _verdict([]) == "no data"
+    assert claim_verdict([cell("+"), cell("+"), cell("0")]) == "supported"
+    assert claim_verdict([cell("+"), cell("0"), cell("0")]) == "mixed"
+    assert claim_verdict([cell("+"), cell("+"), cell("−")]) == "mixed"
+    assert claim_verdict([cell("0"), cell("−")]) == "not supported"
+    assert claim_verdict([]) == "no data"
 
 
 # ------------------------------------------------------------------------------------------------- end to end
@@ -234,8 +234,8 @@ PROFILES = {"fsdd": "fsdd_speakers", "fashion_mnist": "fashion_mnist_5k"}
 
 
 def test_the_projects_claims_name_groups_their_studies_have_on_every_profile():
-    from kdlab.claims import _groups_named, _validated
-    from kdlab.study import plan_study
+    from kdlab.analysis.claims import _groups_named, _validated
+    from kdlab.experiments.study import plan_study
 
     path = ROOT / "studies" / "claims.yaml"
     claims = _validated(path, yaml.safe_load(path.read_text()))

@@ -19,13 +19,13 @@ import pytest
 import yaml
 from scipy.optimize import minimize_scalar
 
-from kdlab.archive import archive
+from kdlab.analysis.archive import archive
 from kdlab.cli import main
 from kdlab.config import load_recipe
 from kdlab.data import load_dataset
 from kdlab.errors import KdlabError
-from kdlab.report import build_report
-from kdlab.study import run_study
+from kdlab.analysis.report import build_report
+from kdlab.experiments.study import run_study
 from kdlab.train.engine import train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -201,7 +201,7 @@ def test_export_writes_any_head_as_a_run_that_eval_and_teachers_load(tmp_path, c
 
 
 def test_report_shows_every_head_against_the_baseline(tmp_path, okddip_run):
-    from kdlab.report import build_report
+    from kdlab.analysis.report import build_report
 
     summary, out = okddip_run
     _, ce = run_recipe(tmp_path, "ce")

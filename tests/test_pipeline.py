@@ -7,7 +7,7 @@ import yaml
 
 from kdlab.cli import main
 from kdlab.errors import KdlabError
-from kdlab.pipeline import expand_stages, run_pipeline
+from kdlab.experiments.pipeline import expand_stages, run_pipeline
 
 BASE = {
     "data": {"source": "digits", "val_size": 0.1},

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from kdlab.config import load_recipe
-from kdlab.pipeline import plan_pipeline
-from kdlab.study import plan_study
+from kdlab.experiments.pipeline import plan_pipeline
+from kdlab.experiments.study import plan_study
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 STUDIES = Path(__file__).resolve().parents[1] / "studies"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from kdlab import stats
+from kdlab.analysis import stats
 
 
 def test_summarize_hand_values():

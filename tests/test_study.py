@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from kdlab.errors import KdlabError
-from kdlab.pipeline import expand_stages
-from kdlab.study import plan_study, run_study, study_seeds
+from kdlab.experiments.pipeline import expand_stages
+from kdlab.experiments.study import plan_study, run_study, study_seeds
 
 BASE = {"data": {"source": "digits", "val_size": 0.1}, "model": {"name": "cnn_small8"}, "train": {"epochs": 1},
         "runtime": {"progress": False, "threads": 1}}
@@ -176,9 +176,9 @@ def test_study_command_takes_overrides_and_profiles(tmp_path):
 
 def test_study_json_is_written_after_every_run(tmp_path, monkeypatch):
     """An unfinished study can be reported (and archived): study.json lists the finished runs, the others pending."""
-    import kdlab.study
+    import kdlab.experiments.study
 
-    real, calls = kdlab.study.run_stage, []
+    real, calls = kdlab.experiments.study.run_stage, []
 
     def stop_at_the_third(out, run, quiet=False):
         calls.append(run.name)
@@ -186,7 +186,7 @@ def test_study_json_is_written_after_every_run(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(out, run, quiet)
 
-    monkeypatch.setattr(kdlab.study, "run_stage", stop_at_the_third)
+    monkeypatch.setattr(kdlab.experiments.study, "run_stage", stop_at_the_third)
     path, out = write(tmp_path, {**STUDY, "stages": {"ce": {"method": {"name": "ce"}}, "ls": {"method": {"name": "ls"}}}}), tmp_path / "o"
     with pytest.raises(KeyboardInterrupt):
         run_study(path, out, quiet=True)

@@ -42,7 +42,7 @@ def _default_out(recipe_path: str, recipe) -> str:
 
 
 def _pipeline(args: argparse.Namespace) -> int:
-    from kdlab.pipeline import run_pipeline
+    from kdlab.experiments.pipeline import run_pipeline
 
     out = args.out or str(Path("runs") / Path(args.recipe).stem)
     record = run_pipeline(args.recipe, out, quiet=args.quiet)
@@ -53,7 +53,7 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from kdlab.study import run_study
+    from kdlab.experiments.study import run_study
 
     out = args.out or str(Path("runs") / Path(args.recipe).stem)
     record = run_study(args.recipe, out, seeds=args.seeds, jobs=args.jobs, quiet=args.quiet, storage=args.storage,
@@ -74,7 +74,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from kdlab.evaluation import evaluate_run
+    from kdlab.analysis.reevaluate import evaluate_run
 
     splits = args.splits.split(",") if args.splits else None
     record = evaluate_run(args.run, args.overrides, checkpoint=args.checkpoint, splits=splits, out=args.out)
@@ -93,10 +93,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from kdlab.report import build_report
+    from kdlab.analysis.report import build_report
 
     if args.claims is not None:
-        from kdlab.claims import build_claims_report
+        from kdlab.analysis.claims import build_claims_report
 
         if args.paths:
             raise KdlabError("report --claims FILE takes no run folders: the claims file names its studies")
@@ -117,7 +117,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _archive(args: argparse.Namespace) -> int:
-    from kdlab.archive import archive
+    from kdlab.analysis.archive import archive
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     runs = archive(args.paths, args.out, classes=classes, variant=args.variant, per_class=args.per_class)
@@ -127,7 +127,7 @@ def _archive(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from kdlab.tune import run_tune
+    from kdlab.experiments.tune import run_tune
 
     models = [m.strip() for m in args.transfer_models.split(",") if m.strip()] if args.transfer_models else None
     record = run_tune(args.recipe, args.space, args.trials, out=args.out, storage=args.storage, workers=args.workers,
@@ -151,7 +151,7 @@ def _cache_teacher(args: argparse.Namespace) -> int:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    from kdlab.quickstart import AUDIO_RECIPE, run_audio_quickstart, run_quickstart
+    from kdlab.experiments.quickstart import AUDIO_RECIPE, run_audio_quickstart, run_quickstart
 
     if args.jobs is not None and args.jobs < 1:
         raise KdlabError(f"quickstart: --jobs must be >= 1, got {args.jobs}")
@@ -192,7 +192,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from kdlab.bench import bench_from_options, format_table
+    from kdlab.bench.command import bench_from_options, format_table
 
     record, out = bench_from_options(quick=args.quick, steps=args.steps, rounds=args.rounds, warmup=args.warmup,
                                      workers=args.workers, threads=args.threads, pairs=args.pairs, data=args.data,
@@ -212,6 +212,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kdlab import methods
+    from kdlab.data.sources import SOURCES
+
     parser = _Parser(prog="kdlab", description="Train classifiers with soft targets: label smoothing, "
                                      "teacher-free KD, KD and online distillation.")
     parser.add_argument("--version", action="version", version=f"kdlab {__version__}")
@@ -248,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_eval)
 
     export = commands.add_parser("export", help="write one head of an online-distillation run as a run of its own",
-                                 description="Write a branch (peerN or leader) of a dml / one / cl_ilr / okddip run "
+                                 description=f"Write a branch (peerN or leader) of a {' / '.join(methods.names(heads=True))} run "
                                  "as a plain network in a new run directory that kdlab eval and teachers load. The "
                                  "run's own checkpoint/model.safetensors is already its inference head.")
     export.add_argument("run", help="the online run's directory")
@@ -261,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "of a distillation recipe and store them in the on-disk teacher cache, which every "
                                 "run with the same teacher, data and augmentation then reads instead of running "
                                 "the teacher.")
-    cache.add_argument("recipe", help="a recipe whose method distils from a teacher (kd, dkd, tfkd_self)")
+    cache.add_argument("recipe", help=f"a recipe whose method distils from a teacher ({', '.join(methods.names(teacher=True))})")
     cache.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
     cache.add_argument("--quiet", action="store_true", help="no progress bar")
     cache.set_defaults(handler=_cache_teacher)
@@ -359,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        description="Decode a source into kdlab's cache (uint8 images or int16 "
                                        "waveforms + metadata) so later runs load it in about a second.")
     prepare.add_argument("recipe", nargs="?", help="a recipe whose data section to prepare")
-    prepare.add_argument("--source", help="digits, idx, cifar10, cifar100, folder, fsdd or audio_folder")
+    prepare.add_argument("--source", help=f"one of {', '.join(SOURCES)}")
     prepare.add_argument("--path", help="the data folder")
     prepare.add_argument("--cache-dir", help="cache root (default $KDLAB_CACHE_DIR or ~/.cache/kdlab)")
     prepare.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a source option")
@@ -367,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="time kdlab's engine against the standard CIFAR KD training loop",
                                 description="Train the same models on CIFAR-10 (JPEG) with kdlab's engine and with "
-                                "the standard loop (benchmarks/reference_loop.py: DataLoader over PIL images, fp32), "
+                                "the standard loop (kdlab/bench/reference_loop.py: DataLoader over PIL images, fp32), "
                                 "alternating timed blocks in one process, and report images/s of each and their "
                                 "ratio for: student only (resnet20), KD resnet56 -> resnet20, KD resnet32x4 -> "
                                 "resnet8x4 (teachers have random weights). Needs the kdlab source checkout.")

@@ -59,8 +59,7 @@ class AudioAugmentConfig(Strict):
 
 
 class DataConfig(Strict):
-    source: str = Field(description="one of kdlab.data.SOURCES: digits, idx, cifar10, cifar100, folder, fsdd, "
-                        "audio_folder")
+    source: str = Field(description="a name in kdlab.data.SOURCES (an unknown name is refused with the list)")
     path: str | None = Field(None, description="where the files are (not needed for digits)")
     options: dict[str, Any] = Field(default_factory=dict, description="source-specific options, e.g. classes")
     val_size: float = Field(0, ge=0, description="validation samples carved from train: a count, or a fraction < 1")

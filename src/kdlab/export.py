@@ -1,10 +1,10 @@
 """``kdlab export``: one head of an online-distillation run as a run directory of its own.
 
-A run of ``dml``, ``one``, ``cl_ilr`` or ``okddip`` already writes its inference head (the group leader, a named peer
+A run of an online method (``kdlab.methods.names(heads=True)``) already writes its inference head (the group leader, a named peer
 or the best peer) as ``checkpoint/model.safetensors``, a plain ``model.name`` network. ``export_head`` writes any other
 branch the same way, from the run's final training state: a folder with the run's ``config.yaml``, a completed
 ``summary.json`` whose evaluation is that head's (and ``exported_from``), and ``checkpoint/model.safetensors``. It
-loads wherever a run does: ``kdlab eval``, a teacher (``method.teacher``), :func:`kdlab.evaluation.load_run`.
+loads wherever a run does: ``kdlab eval``, a teacher (``method.teacher``), :func:`kdlab.analysis.runs.load_run`.
 """
 
 from __future__ import annotations

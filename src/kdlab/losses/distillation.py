@@ -1,7 +1,7 @@
 """Offline knowledge-distillation losses of student logits ``z`` towards teacher logits ``zt`` (METHODS.md section 4).
 
-Each loss is ``(1 - alpha) * CE(z, y) + alpha * term(z, zt)`` (mixed by one helper, :func:`_mix`), returned as the
-batch mean, a scalar tensor. The teacher ``zt`` is detached: it never receives gradient. Everything is computed in
+Each loss is ``(1 - alpha) * CE(z, y) + alpha * D(z, zt)``, the sum of the two weighted terms of :func:`kd_terms`
+(the one place where they are mixed), returned as the batch mean, a scalar tensor. The teacher ``zt`` is detached: it never receives gradient. Everything is computed in
 float32 under bf16/fp16 autocast and in float64 when the student logits are float64; the teacher is cast to the
 student's compute dtype.
 """
@@ -17,9 +17,38 @@ from kdlab.losses.cross_entropy import cross_entropy
 from kdlab.losses.divergence import kl_to_logits
 
 
-def _mix(z: torch.Tensor, y: torch.Tensor, alpha: float, term: torch.Tensor) -> torch.Tensor:
-    """(1 - alpha) * CE(z, y) + alpha * term: the hard-label / soft-target mixture shared by every KD loss here."""
-    return (1.0 - alpha) * cross_entropy(z, y) + alpha * term
+DIVERGENCES = ("kl", "reverse_kl", "mse")
+
+
+def divergence(z: torch.Tensor, zt: torch.Tensor, kind: str = "kl", tau: float = 4.0) -> torch.Tensor:
+    """The unweighted soft-target term D(z, zt) of KD, for student ``z`` and (detached) teacher ``zt``:
+
+    * ``kl``: tau^2 KL(softmax(zt / tau) || softmax(z / tau)), batchmean (Hinton et al. 2015);
+    * ``reverse_kl``: tau^2 KL(softmax(z / tau) || softmax(zt / tau)), batchmean, gradient through both places of z;
+    * ``mse``: mean over all N*K entries of (z - zt)^2 (Kim et al. 2021's ``nn.MSELoss()``); tau is unused.
+    """
+    if kind == "kl":
+        return kl_to_logits(zt, z, tau)
+    if kind == "reverse_kl":
+        return kl_to_logits(z, zt, tau, detach_target=False)
+    if kind == "mse":
+        return F.mse_loss(z, zt)
+    raise ValueError(f"KD divergence must be one of {DIVERGENCES}, got {kind!r}")
+
+
+def kd_terms(z: torch.Tensor, zt: torch.Tensor, y: torch.Tensor, alpha: float = 0.9, tau: float = 4.0,
+             kind: str = "kl") -> dict[str, torch.Tensor]:
+    """The two weighted terms of KD, {"ce": (1 - alpha) CE(z, y), "kd": alpha D(z, zt)} (D is :func:`divergence`);
+    their sum is the loss. Arguments are checked as in :func:`kd_kl`."""
+    check_weight("alpha", alpha)
+    if kind != "mse":
+        check_positive("tau", tau)
+    z, zt, y = student_teacher_pair(z, zt, y)
+    return {"ce": (1.0 - alpha) * cross_entropy(z, y), "kd": alpha * divergence(z, zt, kind, tau)}
+
+
+def _total(terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    return terms["ce"] + terms["kd"]
 
 
 def kd_kl(z: torch.Tensor, zt: torch.Tensor, y: torch.Tensor, alpha: float = 0.9, tau: float = 4.0) -> torch.Tensor:
@@ -30,10 +59,7 @@ def kd_kl(z: torch.Tensor, zt: torch.Tensor, y: torch.Tensor, alpha: float = 0.9
     mean): dL/dz = (1 - alpha)(softmax(z) - onehot(y)) + alpha tau (softmax(z / tau) - softmax(zt / tau)).
     ``alpha = 0`` is plain cross-entropy. The teacher is detached.
     """
-    check_weight("alpha", alpha)
-    check_positive("tau", tau)
-    z, zt, y = student_teacher_pair(z, zt, y)
-    return _mix(z, y, alpha, kl_to_logits(zt, z, tau))
+    return _total(kd_terms(z, zt, y, alpha, tau, "kl"))
 
 
 def kd_mse(z: torch.Tensor, zt: torch.Tensor, y: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
@@ -43,9 +69,7 @@ def kd_mse(z: torch.Tensor, zt: torch.Tensor, y: torch.Tensor, alpha: float = 1.
     all N*K elements (the paper's ||z - zt||^2 divided by K per sample), with no CE term, i.e. the default
     ``alpha = 1`` (METHODS.md 4.2). At ``alpha = 1`` this equals ``F.mse_loss(z, zt)``. The teacher is detached.
     """
-    check_weight("alpha", alpha)
-    z, zt, y = student_teacher_pair(z, zt, y)
-    return _mix(z, y, alpha, F.mse_loss(z, zt))
+    return _total(kd_terms(z, zt, y, alpha, kind="mse"))
 
 
 def kd_reverse_kl(
@@ -57,7 +81,4 @@ def kd_reverse_kl(
     tau^2 factor follow Hinton KD, METHODS.md 4.1). The student appears in both places of the KL (the weighting
     distribution and its log), and gradient flows through both; the teacher is detached.
     """
-    check_weight("alpha", alpha)
-    check_positive("tau", tau)
-    z, zt, y = student_teacher_pair(z, zt, y)
-    return _mix(z, y, alpha, kl_to_logits(z, zt, tau, detach_target=False))
+    return _total(kd_terms(z, zt, y, alpha, tau, "reverse_kl"))

@@ -26,16 +26,17 @@ from kdlab.losses.targets import corrected_uniform_target
 TFKD_MODES = ("paper", "reference")
 
 
-def tfkd_reg(
-    z: torch.Tensor,
-    y: torch.Tensor,
-    alpha: float = 0.1,
-    tau: float = 20.0,
-    a: float = 0.99,
-    mode: str = "paper",
-    multiplier: float = 1.0,
-) -> torch.Tensor:
-    """Tf-KD_reg: distillation from a hand-made teacher p^d (``a`` on the true class, (1-a)/(K-1) elsewhere).
+def tfkd_reg(z: torch.Tensor, y: torch.Tensor, alpha: float = 0.1, tau: float = 20.0, a: float = 0.99,
+             mode: str = "paper", multiplier: float = 1.0) -> torch.Tensor:
+    """Tf-KD_reg, the sum of :func:`tfkd_reg_terms`."""
+    terms = tfkd_reg_terms(z, y, alpha, tau, a, mode, multiplier)
+    return terms["ce"] + terms["kd"]
+
+
+def tfkd_reg_terms(z: torch.Tensor, y: torch.Tensor, alpha: float = 0.1, tau: float = 20.0, a: float = 0.99,
+                   mode: str = "paper", multiplier: float = 1.0) -> dict[str, torch.Tensor]:
+    """Tf-KD_reg as its two weighted terms {"ce": (1 - alpha) CE, "kd": the weighted KL below}: distillation from a
+    hand-made teacher p^d (``a`` on the true class, (1-a)/(K-1) elsewhere).
 
     p^d is :func:`kdlab.losses.targets.corrected_uniform_target` with beta = a (Tf-KD Eq. (8)). Two forms:
 
@@ -79,19 +80,20 @@ def tfkd_reg(
     else:
         kd = kl_from_probs(torch.softmax(teacher / tau, dim=1), z, tau=1.0) / num_classes
         weight = alpha * multiplier
-    return (1.0 - alpha) * cross_entropy(z, y) + weight * kd
+    return {"ce": (1.0 - alpha) * cross_entropy(z, y), "kd": weight * kd}
 
 
-def lsr_os_tc(
-    z: torch.Tensor,
-    y: torch.Tensor,
-    eps: float = 0.1,
-    tau: float = 1.0,
-    beta: float | None = None,
-    tau_squared: bool = True,
-    teacher_tau: float | None = None,
-) -> torch.Tensor:
-    """LSR-OS-TC: label smoothing with output smoothing and teacher correction [RECONSTRUCTED, METHODS.md 1.2]::
+def lsr_os_tc(z: torch.Tensor, y: torch.Tensor, eps: float = 0.1, tau: float = 1.0, beta: float | None = None,
+              tau_squared: bool = True, teacher_tau: float | None = None) -> torch.Tensor:
+    """LSR-OS-TC, the sum of :func:`lsr_os_tc_terms`."""
+    terms = lsr_os_tc_terms(z, y, eps, tau, beta, tau_squared, teacher_tau)
+    return terms["ce"] + terms["os"]
+
+
+def lsr_os_tc_terms(z: torch.Tensor, y: torch.Tensor, eps: float = 0.1, tau: float = 1.0, beta: float | None = None,
+                    tau_squared: bool = True, teacher_tau: float | None = None) -> dict[str, torch.Tensor]:
+    """LSR-OS-TC as its two weighted terms {"ce": (1 - eps) CE, "os": eps tau^2 KL(t || softmax(z / tau))}: label
+    smoothing with output smoothing and teacher correction [RECONSTRUCTED, METHODS.md 1.2]::
 
         (1 - eps) CE(z, y) + eps * tau^2 * KL( t || softmax(z / tau) )        batchmean
 
@@ -127,7 +129,7 @@ def lsr_os_tc(
     kd = kl_from_probs(teacher, z, tau)
     if not tau_squared:
         kd = kd / tau**2
-    return (1.0 - eps) * cross_entropy(z, y) + eps * kd
+    return {"ce": (1.0 - eps) * cross_entropy(z, y), "os": eps * kd}
 
 
 def lsr_os(z: torch.Tensor, y: torch.Tensor, eps: float = 0.1, tau: float = 1.0) -> torch.Tensor:
@@ -142,8 +144,19 @@ def lsr_os(z: torch.Tensor, y: torch.Tensor, eps: float = 0.1, tau: float = 1.0)
     return lsr_os_tc(z, y, eps=eps, tau=tau, beta=None)
 
 
+def lsr_os_terms(z: torch.Tensor, y: torch.Tensor, eps: float = 0.1, tau: float = 1.0) -> dict[str, torch.Tensor]:
+    """LSR-OS as its two weighted terms {"ce", "os"} (:func:`lsr_os_tc_terms` with the uniform teacher)."""
+    return lsr_os_tc_terms(z, y, eps=eps, tau=tau, beta=None)
+
+
 def mbls(z: torch.Tensor, y: torch.Tensor, margin: float = 10.0, lam: float = 0.1) -> torch.Tensor:
-    """MbLS, margin-based label smoothing (Liu et al., CVPR 2022; METHODS.md 6.6, code ``logit_margin_l1.py``)::
+    """MbLS, the sum of :func:`mbls_terms`."""
+    terms = mbls_terms(z, y, margin, lam)
+    return terms["ce"] + terms["margin"]
+
+
+def mbls_terms(z: torch.Tensor, y: torch.Tensor, margin: float = 10.0, lam: float = 0.1) -> dict[str, torch.Tensor]:
+    """MbLS as its two terms {"ce": CE, "margin": lam * the mean hinge below}, margin-based label smoothing (Liu et al., CVPR 2022; METHODS.md 6.6, code ``logit_margin_l1.py``)::
 
         CE(z, y) + lam * mean_{i,k} relu( max_j z_ij - z_ik - margin )
 
@@ -154,4 +167,4 @@ def mbls(z: torch.Tensor, y: torch.Tensor, margin: float = 10.0, lam: float = 0.
     check_non_negative("lam", lam)
     z = upcast(z)
     distance = z.max(dim=1, keepdim=True).values - z
-    return cross_entropy(z, y) + lam * F.relu(distance - margin).mean()
+    return {"ce": cross_entropy(z, y), "margin": lam * F.relu(distance - margin).mean()}

@@ -40,10 +40,15 @@ def zipf_ranks(dense_logits: torch.Tensor) -> torch.Tensor:
     return 1 + k - not_greater
 
 
-def zipf_ls(
-    z: torch.Tensor, y: torch.Tensor, ranks: torch.Tensor, lam: float = 0.1, power: float = 1.0
-) -> torch.Tensor:
-    """Zipf's LS::
+def zipf_ls(z: torch.Tensor, y: torch.Tensor, ranks: torch.Tensor, lam: float = 0.1, power: float = 1.0) -> torch.Tensor:
+    """Zipf's LS, the sum of :func:`zipf_ls_terms`."""
+    terms = zipf_ls_terms(z, y, ranks, lam, power)
+    return terms["ce"] + terms["zipf"]
+
+
+def zipf_ls_terms(z: torch.Tensor, y: torch.Tensor, ranks: torch.Tensor, lam: float = 0.1,
+                  power: float = 1.0) -> dict[str, torch.Tensor]:
+    """Zipf's LS as its two terms {"ce": CE, "zipf": lam KL(P || softmax(z_{-y}))}::
 
         CE(z, y) + lam * KL( P || softmax(z_{-y}) )        batchmean
 
@@ -72,4 +77,4 @@ def zipf_ls(
     with torch.no_grad():
         weights = ranks.to(z.dtype)[non_target].reshape(n, k - 1).pow(-power)
         target = weights / weights.sum(dim=1, keepdim=True)
-    return cross_entropy(z, y) + lam * kl_from_probs(target, z_rest)
+    return {"ce": cross_entropy(z, y), "zipf": lam * kl_from_probs(target, z_rest)}

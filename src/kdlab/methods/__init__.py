@@ -23,9 +23,12 @@ def register(name: str):
     return add
 
 
-def names() -> list[str]:
+def names(*, heads: bool | None = None, teacher: bool | None = None) -> list[str]:
+    """The registered method names, sorted; ``heads=True`` only those that train several heads (online
+    distillation), ``teacher=True`` only those that distil from a teacher run (False: the others)."""
     _load_methods()
-    return sorted(_REGISTRY)
+    return sorted(name for name, cls in _REGISTRY.items()
+                  if (heads is None or cls.has_heads == heads) and (teacher is None or cls.needs_teacher == teacher))
 
 
 def get(name: str, where: str = "recipe") -> type[Method]:

@@ -66,6 +66,7 @@ class Method(nn.Module, ABC):
     Params: ClassVar[type[BaseModel]] = NoParams
     frozen: ClassVar[tuple[str, ...]] = ()
     has_heads: ClassVar[bool] = False  # trains several heads: head_logits() gives each one's logits
+    needs_teacher: ClassVar[bool] = False  # distils from a teacher run (``method.teacher``)
 
     def __init__(self, model: nn.Module, params: BaseModel, context: MethodContext):
         super().__init__()

@@ -8,13 +8,6 @@ from kdlab import losses
 from kdlab.methods import register
 from kdlab.methods.with_teacher import TeacherParams, WithTeacher
 
-DIVERGENCES = {
-    "kl": lambda z, zt, y, tau: losses.kd_kl(z, zt, y, alpha=1.0, tau=tau),
-    "reverse_kl": lambda z, zt, y, tau: losses.kd_reverse_kl(z, zt, y, alpha=1.0, tau=tau),
-    "mse": lambda z, zt, y, tau: losses.kd_mse(z, zt, y, alpha=1.0),
-}
-
-
 @register("kd")
 class KnowledgeDistillation(WithTeacher):
     """L = (1 - alpha) CE(z, y) + alpha D(z, z^t), logged as terms ``ce`` and ``kd``.
@@ -25,15 +18,11 @@ class KnowledgeDistillation(WithTeacher):
     """
 
     class Params(TeacherParams):
-        divergence: Literal["kl", "reverse_kl", "mse"] = "kl"
+        divergence: Literal[losses.DIVERGENCES] = "kl"
         alpha: float = Field(0.9, ge=0, le=1, description="weight of the distillation term")
         tau: float = Field(4.0, gt=0, description="temperature (kl and reverse_kl)")
 
     def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
-        teacher = self.teacher(inputs, keys)
         p = self.params
-        return logits, {
-            "ce": (1 - p.alpha) * losses.cross_entropy(logits, labels),
-            "kd": p.alpha * DIVERGENCES[p.divergence](logits, teacher, labels, p.tau),
-        }
+        return logits, losses.kd_terms(logits, self.teacher(inputs, keys), labels, p.alpha, p.tau, p.divergence)

@@ -12,7 +12,8 @@ from kdlab.methods.base import Method
 @register("ls")
 class LabelSmoothing(Method):
     """L = H((1 - eps) q + eps s, p); s uniform over all classes (``split="uniform"``) or over the wrong ones
-    (``split="others"``), see :func:`kdlab.losses.label_smoothing`."""
+    (``split="others"``), see :func:`kdlab.losses.label_smoothing`; logged as ``ce`` ((1 - eps) H(q, p)) and
+    ``smoothing`` (eps H(s, p))."""
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -21,4 +22,4 @@ class LabelSmoothing(Method):
 
     def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
-        return logits, {"ls": losses.label_smoothing(logits, labels, self.params.eps, self.params.split)}
+        return logits, losses.label_smoothing_terms(logits, labels, self.params.eps, self.params.split)

@@ -9,7 +9,8 @@ from kdlab.methods.base import Method
 
 @register("mbls")
 class MarginLabelSmoothing(Method):
-    """L = CE + lam mean_{i,k} relu(max_j z_ij - z_ik - margin); see :func:`kdlab.losses.mbls`."""
+    """L = CE + lam mean_{i,k} relu(max_j z_ij - z_ik - margin); see :func:`kdlab.losses.mbls`; logged as
+    ``ce`` and ``margin``."""
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -18,4 +19,4 @@ class MarginLabelSmoothing(Method):
 
     def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
-        return logits, {"mbls": losses.mbls(logits, labels, self.params.margin, self.params.lam)}
+        return logits, losses.mbls_terms(logits, labels, self.params.margin, self.params.lam)

@@ -20,18 +20,19 @@ class OutputSmoothingParams(BaseModel):
 
 @register("lsr_os")
 class LabelSmoothingOutputSmoothing(Method):
-    """L = (1 - eps) CE(z, y) + eps tau^2 KL(u || softmax(z / tau)), u uniform."""
+    """L = (1 - eps) CE(z, y) + eps tau^2 KL(u || softmax(z / tau)), u uniform; logged as ``ce`` and ``os``."""
 
     Params = OutputSmoothingParams
 
     def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
-        return logits, {"lsr_os": losses.lsr_os(logits, labels, self.params.eps, self.params.tau)}
+        return logits, losses.lsr_os_terms(logits, labels, self.params.eps, self.params.tau)
 
 
 @register("lsr_os_tc")
 class LabelSmoothingOutputSmoothingTeacherCorrection(Method):
-    """L = (1 - eps) CE(z, y) + eps tau^2 KL(t_beta || softmax(z / tau)); t_beta puts beta on the true class.
+    """L = (1 - eps) CE(z, y) + eps tau^2 KL(t_beta || softmax(z / tau)); t_beta puts beta on the true class. Logged
+    as ``ce`` and ``os`` (the weighted output-smoothing KL).
 
     ``beta: null`` is the uniform teacher (LSR-OS). ``tau_squared`` and ``teacher_tau`` are METHODS.md 1.2's
     ambiguities 1 and 2 (defaults: tau^2 on, teacher used as is).
@@ -51,6 +52,4 @@ class LabelSmoothingOutputSmoothingTeacherCorrection(Method):
     def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
         p = self.params
-        return logits, {
-            "lsr_os_tc": losses.lsr_os_tc(logits, labels, p.eps, p.tau, p.beta, p.tau_squared, p.teacher_tau)
-        }
+        return logits, losses.lsr_os_tc_terms(logits, labels, p.eps, p.tau, p.beta, p.tau_squared, p.teacher_tau)

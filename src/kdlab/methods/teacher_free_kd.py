@@ -17,7 +17,7 @@ class TeacherFreeRegularisation(Method):
 
     ``mode: paper`` reads Eq. 9 literally; ``mode: reference`` reproduces the authors' code (softmax of the
     probability vector / tau, unsoftened student, KL averaged over N*K, times ``multiplier``); see
-    :func:`kdlab.losses.tfkd_reg` and METHODS.md section 2.
+    :func:`kdlab.losses.tfkd_reg` and METHODS.md section 2. Logged as ``ce`` and ``kd``, each weighted.
     """
 
     class Params(BaseModel):
@@ -31,7 +31,7 @@ class TeacherFreeRegularisation(Method):
     def forward(self, inputs, labels, epoch, keys=None):
         logits = self.model(inputs)
         p = self.params
-        return logits, {"tfkd_reg": losses.tfkd_reg(logits, labels, p.alpha, p.tau, p.a, p.mode, p.multiplier)}
+        return logits, losses.tfkd_reg_terms(logits, labels, p.alpha, p.tau, p.a, p.mode, p.multiplier)
 
 
 @register("tfkd_self")

@@ -29,6 +29,7 @@ class WithTeacher(Method):
     (looked up in the teacher's logit cache by the inputs' (sample, view) ``keys`` when it has one)."""
 
     frozen = ("teacher",)
+    needs_teacher = True
 
     def __init__(self, model, params, context: MethodContext):
         super().__init__(model, params, context)

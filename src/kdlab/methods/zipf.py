@@ -15,7 +15,7 @@ class ZipfLabelSmoothing(Method):
 
     Ranks come from dense votes: the model's own classifier applied at every position of its last feature map (the
     same forward pass that gives the logits), argmax per position, classes ranked by vote count
-    (:func:`kdlab.losses.zipf_ranks`). The target carries no gradient.
+    (:func:`kdlab.losses.zipf_ranks`). The target carries no gradient. Logged as ``ce`` and ``zipf``.
     """
 
     class Params(BaseModel):
@@ -33,4 +33,4 @@ class ZipfLabelSmoothing(Method):
         logits = self.model.classifier(feature_map.mean(dim=(2, 3)))
         with torch.no_grad():
             ranks = losses.zipf_ranks(self.model.dense_logits(feature_map))
-        return logits, {"zipf_ls": losses.zipf_ls(logits, labels, ranks, self.params.lam, self.params.power)}
+        return logits, losses.zipf_ls_terms(logits, labels, ranks, self.params.lam, self.params.power)

@@ -21,7 +21,7 @@ from kdlab.config import Recipe, dump_recipe, load_recipe
 from kdlab.errors import KdlabError
 from kdlab.io import WriteError, atomic_savez, atomic_write_text
 from kdlab.train import checkpoint
-from kdlab.train.evaluate import evaluate_method, evaluation_record, head_metrics, predict, split_metrics
+from kdlab.train.predictions import evaluate_method, evaluation_record, head_metrics, predict, split_metrics
 from kdlab.train.prepare import Prepared, make_optimizer, prepare
 from kdlab.train.rundir import RunDir
 from kdlab.train.schedule import learning_rate

@@ -6,7 +6,7 @@ archive keeps ``config.yaml``, ``summary.json`` and ``metrics.jsonl`` unchanged,
 * ``reliability_*`` and ``reliability_ts_*``: the reliability-diagram statistics of the run's test predictions
   (:func:`kdlab.analysis.plots.reliability_bins`: ``edges``, ``count``, ``accuracy``, ``confidence``), before and
   after temperature scaling with the temperature the run fitted on its val split;
-* ``projection_*``: Mueller et al.'s penultimate-layer projection (:func:`kdlab.report.run_projection`) of
+* ``projection_*``: Mueller et al.'s penultimate-layer projection (:func:`kdlab.analysis.runs.run_projection`) of
   ``per_class`` train and test samples of three classes: points, labels, templates and spread ratios, with the
   ``classes``, ``variant`` and ``per_class`` it was made with.
 
@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from kdlab.errors import KdlabError
+from kdlab.analysis.runs import ANALYSIS_FILE, collect_runs, resolve_classes, run_projection
 from kdlab.io import atomic_savez, atomic_write_json, read_predictions
 
-ANALYSIS_FILE = "analysis.npz"
 KEPT_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
 STUDY_FILES = ("study.json", "study.yaml")
 
@@ -35,7 +35,6 @@ def archive(paths: list[str | Path], out: str | Path, classes: list[str] | None 
             per_class: int = 100) -> list[Path]:
     """Archive the completed runs under ``paths`` into ``out`` (a study keeps its layout); return the archived
     run folders. Archiving again replaces each run's files with the current ones."""
-    from kdlab.report import collect_runs, resolve_classes
 
     entries, _ = collect_runs(paths)
     out = Path(out)
@@ -71,7 +70,6 @@ def _archive_study_record(study: Path, out: Path) -> None:
 
 def _analysis(entry, class_ids: list[int], variant: str, per_class: int) -> dict[str, np.ndarray]:
     from kdlab.analysis.plots import reliability_bins
-    from kdlab.report import run_projection
 
     predictions = entry.path / "predictions" / "test.npz"
     if not predictions.is_file():
@@ -96,36 +94,8 @@ def _analysis(entry, class_ids: list[int], variant: str, per_class: int) -> dict
     return result
 
 
-def read_analysis(run: str | Path) -> dict[str, np.ndarray] | None:
-    """The arrays of a run's ``analysis.npz`` (None if it has none), read without pickle."""
-    path = Path(run) / ANALYSIS_FILE
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise KdlabError(f"{path}: not a readable analysis file ({type(error).__name__}: {error})") from None
 
 
-def stored_projection(run: str | Path, class_ids: list[int], variant: str, per_class: int) -> dict | None:
-    """The projection an archive stored for exactly these classes, variant and sample count, else None."""
-    stored = read_analysis(run)
-    if stored is None or "projection_classes" not in stored:
-        return None
-    if (stored["projection_classes"].tolist() != list(class_ids) or str(stored["projection_variant"]) != variant
-            or int(stored["projection_per_class"]) != per_class):
-        return None
-    return {split: {key[len(f"projection_{split}_"):]: (float(value) if value.ndim == 0 else value)
-                    for key, value in stored.items() if key.startswith(f"projection_{split}_")}
-            for split in ("train", "test")}
 
 
-def stored_reliability(run: str | Path) -> tuple[dict, dict] | None:
-    """The reliability statistics an archive stored (before, after temperature scaling), else None."""
-    stored = read_analysis(run)
-    if stored is None or "reliability_count" not in stored:
-        return None
-    return ({k: stored[f"reliability_{k}"] for k in ("edges", "count", "accuracy", "confidence")},
-            {k: stored[f"reliability_ts_{k}"] for k in ("edges", "count", "accuracy", "confidence")})
 

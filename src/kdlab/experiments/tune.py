@@ -16,7 +16,7 @@ run keeps status ``pruned``. The sampler is TPE with ``--seed``.
 
 Exactly ``--trials`` trials are run over all workers: a worker that asks for a trial beyond the budget marks it
 failed (user attribute ``surplus``) without training. A worker killed mid-trial leaves a trial whose heartbeat
-stops; another worker fails it after the grace period and re-runs its parameters as a retry (``kdlab.optuna_storage``).
+stops; another worker fails it after the grace period and re-runs its parameters as a retry (``kdlab.experiments.optuna_storage``).
 
 Transfer (``--transfer-models m1,m2``, after the search): the best setting found on the recipe's model is trained on
 each listed model, next to that model with the recipe's own values (no tuning), and with ``--tune-transfer`` also
@@ -39,9 +39,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from kdlab.config import load_recipe, raise_validation, read_yaml
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text
-from kdlab.optuna_storage import (GRACE_SECONDS, HEARTBEAT_SECONDS, default_url, import_optuna, open_storage,
+from kdlab.experiments.optuna_storage import (GRACE_SECONDS, HEARTBEAT_SECONDS, default_url, import_optuna, open_storage,
                                   retried_from, worker_count)
-from kdlab.workers import threads_per_worker, worker_pool
+from kdlab.experiments.workers import threads_per_worker, worker_pool
 
 OBJECTIVES = ("final", "best")
 
@@ -281,7 +281,7 @@ def _trial_row(trial) -> dict:
 
 
 def _shown(url: str) -> str:
-    from kdlab.optuna_storage import _redacted
+    from kdlab.experiments.optuna_storage import _redacted
 
     return _redacted(url)
 

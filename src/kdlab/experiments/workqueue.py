@@ -4,7 +4,7 @@
 The first worker enqueues one Optuna trial per planned run (fixed parameter ``run`` = its index in the plan, in
 training order; a second worker racing it adds nothing, ``skip_if_exists``). Every worker then asks Optuna for the
 next waiting trial, which the storage hands out once (a row-locked transaction in PostgreSQL, a serialised one in
-SQLite), trains it with :func:`kdlab.pipeline.run_stage` (which reuses a completed run and resumes an interrupted
+SQLite), trains it with :func:`kdlab.experiments.pipeline.run_stage` (which reuses a completed run and resumes an interrupted
 one) and reports it complete. While it trains, the worker records the trial's heartbeat; a worker that crashes stops
 beating, and after the grace period the next worker to ask fails that trial and re-queues it (Optuna's retry), so
 the run is resumed from its last checkpoint by someone else. A run whose teacher has not finished yet goes back to
@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from kdlab.errors import KdlabError
-from kdlab.optuna_storage import GRACE_SECONDS, HEARTBEAT_SECONDS, Heartbeat, import_optuna, open_storage
-from kdlab.pipeline import PlannedRun, run_stage
+from kdlab.experiments.optuna_storage import GRACE_SECONDS, HEARTBEAT_SECONDS, Heartbeat, import_optuna, open_storage
+from kdlab.experiments.pipeline import PlannedRun, run_stage
 from kdlab.train.engine import TrainingDiverged
 from kdlab.train.rundir import RunDir
 

@@ -21,183 +21,43 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
-from kdlab import calibrate, metrics, stats
-from kdlab.archive import stored_projection, stored_reliability
+from kdlab.analysis import stats
+from kdlab.analysis.runs import RunEntry, collect_runs, resolve_classes, run_metrics, run_projection, stored_reliability
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text, read_predictions
 from kdlab.train.rundir import RunDir
 
-STUDY_FILE = "study.json"
 MAIN_METRICS = ("acc", "nll", "brier", "ece", "adaptive_ece", "classwise_ece")
 
 
-@dataclass
-class RunEntry:
-    path: Path
-    summary: dict
-    group: str
-    seed: int | None
-    metrics: dict = field(default_factory=dict)
-    spread: dict = field(default_factory=dict)
-
-    @property
-    def key(self) -> tuple:
-        return self.summary["dataset"], self.summary["model"], self.group
 
 
 # ---------------------------------------------------------------------------------------------------- collecting
 
 
-def collect_runs(paths: list[str | Path]) -> tuple[list[RunEntry], str | None]:
-    """The completed runs under ``paths`` (study folders, pipeline folders or run directories) and the study's
-    baseline group, if a study named one."""
-    entries: list[RunEntry] = []
-    baseline = None
-    for path in map(Path, paths):
-        if not path.exists():
-            raise KdlabError(f"report: {path} does not exist")
-        study = path / STUDY_FILE
-        if study.is_file():
-            record = json.loads(study.read_text())
-            baseline = baseline or record.get("baseline")
-            for run in record["runs"]:
-                entry = _entry(Path(run.get("dir") or path / run["run"]), run.get("group"), run.get("seed"), from_study=True)
-                if entry is not None:
-                    entries.append(entry)
-        elif (path / "summary.json").is_file():
-            entry = _entry(path, None, None)
-            if entry is None:
-                raise KdlabError(f"report: {path} has not completed")
-            entries.append(entry)
-        else:
-            found = [_entry(child, None, None) for child in sorted(path.iterdir()) if (child / "summary.json").is_file()]
-            entries += [entry for entry in found if entry is not None]
-    if not entries:
-        raise KdlabError(f"report: no completed runs in {', '.join(map(str, paths))}")
-    return entries, baseline
 
 
-def _entry(path: Path, group: str | None, seed: int | None, from_study: bool = False) -> RunEntry | None:
-    """A completed run; a study's shared stage keeps seed None (it is never paired), other runs their own seed."""
-    summary = RunDir(path).read_summary()
-    if summary is None or summary.get("status") != "completed":
-        return None
-    return RunEntry(path, summary, group or default_group(summary), seed if from_study else summary.get("seed"))
 
 
-def default_group(summary: dict) -> str:
-    """A name for runs that differ only by seed: method and hyper-parameters (teacher folders left out), noise."""
-    params = {k: v for k, v in summary.get("method_params", {}).items() if k not in ("teacher", "teacher_checkpoint")}
-    name = summary["method"] + "".join(f" {k}={v}" for k, v in sorted(params.items()))
-    noise = summary.get("data", {}).get("label_noise")
-    if noise:
-        name += f" noise={noise['kind']}:{noise['rate']}"
-    return name
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
 
 
-HEAD_METRICS = ("acc", "nll", "ece")
 
 
-def run_metrics(entry: RunEntry, selection: str) -> dict:
-    """Every metric of one run (see the module docstring for the selection convention)."""
-    summary = entry.summary
-    result = {"wall_seconds": summary.get("wall_seconds", math.nan),
-              "images_per_second": summary.get("train_images_per_second") or math.nan}
-    if selection == "best":
-        best = summary["best"]
-        return {**result, "acc": best["test_acc"], "nll": best["test_nll"], "ece": best["test_ece"]}
-    for head, per_split in (summary.get("heads") or {}).items():  # online runs: every peer, leader, ensemble
-        result.update({f"{name}@{head}": per_split["test"][name] for name in HEAD_METRICS if name in per_split.get("test", {})})
-    predictions = {}
-    for split in ("val", "test"):
-        file = entry.path / "predictions" / f"{split}.npz"
-        if file.is_file():
-            arrays = read_predictions(file)
-            predictions[split] = (arrays["logits"], arrays["labels"])
-    if "test" not in predictions:
-        return {**result, **_summary_metrics(entry)}
-    logits, labels = predictions["test"]
-    result.update(metrics.evaluate_all(logits, labels))
-    if "val" in predictions:
-        report = calibrate.calibration_report(*predictions["val"], logits, labels)
-        result.update(temperature=report["temperature"], ece_ts=report["after"]["ece"], nll_ts=report["after"]["nll"])
-    fidelity = summary.get("evaluation", {}).get("fidelity", {}).get("test")
-    teacher = _teacher_test_predictions(entry) if fidelity is None else None
-    if teacher is not None and np.array_equal(teacher[1], labels):
-        fidelity = metrics.fidelity_all(logits, teacher[0])
-    result.update(fidelity or {})
-    return result
 
 
-def _summary_metrics(entry: RunEntry) -> dict:
-    """The final-epoch metrics a run recorded in its summary (what its predictions give; an archived run keeps
-    no predictions, see :mod:`kdlab.archive`)."""
-    evaluation = entry.summary.get("evaluation") or {}
-    if "test" not in evaluation:
-        raise KdlabError(f"report: {entry.path} has neither predictions/test.npz nor test metrics in its summary")
-    result = dict(evaluation["test"])
-    calibration = evaluation.get("calibration")
-    if calibration is not None:
-        result.update(temperature=calibration["temperature"], ece_ts=calibration["after"]["ece"],
-                      nll_ts=calibration["after"]["nll"])
-    result.update((evaluation.get("fidelity") or {}).get("test") or {})
-    return result
 
 
-def _teacher_test_predictions(entry: RunEntry):
-    """The teacher run's saved test predictions (its final weights, its own normalisation: what a student with
-    ``teacher_checkpoint: final`` distilled from); None for a best-checkpoint teacher or when missing."""
-    params = entry.summary.get("method_params", {})
-    teacher = params.get("teacher") if params.get("teacher_checkpoint", "final") == "final" else None
-    file = Path(teacher) / "predictions" / "test.npz" if teacher else None
-    if file is None or not file.is_file():
-        return None
-    arrays = read_predictions(file)
-    return arrays["logits"], arrays["labels"]
 
 
 # ---------------------------------------------------------------------------------------------------- projections
 
 
-def run_projection(entry: RunEntry, classes: list[int], variant: str, per_class: int) -> dict:
-    """Template-plane projections of ``per_class`` train and test samples of each of ``classes``, and their spread
-    ratios (the plane is fitted once, on train, and reused for test)."""
-    from kdlab.analysis.projection import TemplatePlane, select_per_class, spread_ratio, spread_ratio_centroids
-    from kdlab.data import Split
-    from kdlab.evaluation import eval_loader, load_run, load_run_data, penultimate
-
-    stored = stored_projection(entry.path, classes, variant, per_class)
-    if stored is not None:
-        return stored
-    if not (entry.path / "checkpoint").is_dir():
-        raise KdlabError(f"report: {entry.path} keeps no checkpoint and no projection of classes {classes} "
-                         f"(variant {variant}, {per_class} per class); report it with those, or with --no-plots")
-    run = load_run(entry.path)
-    dataset = load_run_data(run)
-    weight = run.model.classifier.weight.detach().float().cpu().numpy()
-    bias = run.model.classifier.bias.detach().float().cpu().numpy() if run.model.classifier.bias is not None else None
-    result, plane = {}, None
-    for name, split in (("train", dataset.train), ("test", dataset.test)):
-        truth = split.clean_labels_or_labels
-        index = select_per_class(truth, classes, per_class, seed=0)
-        features, _, _ = penultimate(run.model, eval_loader(run, Split(split.images[index], truth[index])), run.runtime)
-        if plane is None:
-            plane = TemplatePlane().fit(weight, bias, classes, variant, features=features, labels=truth[index])
-        points = plane.transform(features)
-        result[name] = {
-            "points": points, "labels": truth[index], "templates": plane.template_points,
-            "spread_ratio": spread_ratio(points, truth[index], plane.template_points, classes),
-            "spread_ratio_centroids": spread_ratio_centroids(points, truth[index], classes),
-        }
-    return result
 
 
 # ---------------------------------------------------------------------------------------------------- the report
@@ -245,23 +105,6 @@ def build_report(paths: list[str | Path], out: str | Path, baseline: str | None 
     return record
 
 
-def resolve_classes(summary: dict, classes: list[str] | None) -> tuple[list[int], list[str]]:
-    names = summary["data"]["class_names"]
-    if classes is None:
-        if len(names) < 3:
-            raise KdlabError("report: the projection needs at least three classes")
-        return [0, 1, 2], names[:3]
-    ids = []
-    for item in classes:
-        if item in names:
-            ids.append(names.index(item))
-        elif item.isdigit() and int(item) < len(names):
-            ids.append(int(item))
-        else:
-            raise KdlabError(f"report: --classes: {item!r} is neither a class name nor an index below {len(names)}")
-    if len(ids) != 3 or len(set(ids)) != 3:
-        raise KdlabError("report: --classes needs three different classes")
-    return ids, [names[i] for i in ids]
 
 
 def group_record(key: tuple, members: list[RunEntry]) -> dict:

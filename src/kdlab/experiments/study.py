@@ -29,10 +29,10 @@ from kdlab.config import DataConfig, apply_overrides, read_yaml
 from kdlab.data import load_dataset
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text
-from kdlab.pipeline import PlannedRun, adopt_runs, deep_merge, expand_stages, run_stage, validate_runs
+from kdlab.experiments.pipeline import PlannedRun, adopt_runs, deep_merge, expand_stages, run_stage, validate_runs
 from kdlab.train.engine import TrainingDiverged
 from kdlab.train.rundir import RunDir
-from kdlab.workers import worker_pool
+from kdlab.experiments.workers import worker_pool
 
 STUDY_FILE = "study.json"
 DEFAULT_SEEDS = 3
@@ -93,10 +93,10 @@ def run_study(path: str | Path, out: str | Path, seeds: int | list[int] | None =
     """Train every missing run of the study at ``path`` (with ``profiles`` and ``overrides``, see
     :func:`study_spec`) under ``out``; return (and write) ``out/study.json``. ``out/study.yaml`` is the recipe as
     it ran, profiles and overrides applied. Completed runs of the study folders in ``reuse_from`` with the same
-    stage key are copied in and reused (:func:`~kdlab.pipeline.adopt_runs`).
+    stage key are copied in and reused (:func:`~kdlab.experiments.pipeline.adopt_runs`).
 
     With ``storage`` (an Optuna storage URL) the runs are a queue that every worker pointed at the same storage and
-    ``out`` drains together (:mod:`kdlab.workqueue`); ``jobs`` workers start here."""
+    ``out`` drains together (:mod:`kdlab.experiments.workqueue`); ``jobs`` workers start here."""
     if jobs < 1:
         raise KdlabError(f"--jobs must be >= 1, got {jobs}")
     runs, seed_list, baseline = plan_study(path, seeds, profiles, overrides)
@@ -220,8 +220,8 @@ def decode_sources(runs: list[PlannedRun]) -> None:
 
 
 def _drain_queue(path, out: Path, runs, storage: str, jobs: int, quiet: bool, heartbeat, grace) -> dict[str, str]:
-    from kdlab import workqueue
-    from kdlab.optuna_storage import GRACE_SECONDS, HEARTBEAT_SECONDS
+    from kdlab.experiments import workqueue
+    from kdlab.experiments.optuna_storage import GRACE_SECONDS, HEARTBEAT_SECONDS
 
     timing = {"heartbeat": heartbeat or HEARTBEAT_SECONDS, "grace": grace or GRACE_SECONDS}
     name = workqueue.queue_name(path)

@@ -4,7 +4,7 @@ For each configuration (student only; KD from a teacher) the same student (and t
 same data with the same recipe (batch 64, SGD lr 0.05 momentum 0.9 wd 5e-4, crop with padding 4 + flip, KD 0.1 CE +
 0.9 tau^2 KL at tau 4) two ways:
 
-* the reference, ``benchmarks/reference_loop.py``: a torch DataLoader over PIL images with per-sample transforms in
+* the reference, ``kdlab.bench.reference_loop``: a torch DataLoader over PIL images with per-sample transforms in
   worker processes, fp32 models (RepDistiller's loop);
 * kdlab: the real engine (:func:`kdlab.train.engine.prepare` and :func:`kdlab.train.engine.train_epoch`), with
   whatever runtime it picks (bf16 autocast + channels_last on CPUs with native bf16). A KD configuration is timed
@@ -20,8 +20,6 @@ on the weights.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import platform
 import statistics
 import sys
@@ -30,135 +28,19 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import torch
 
 import kdlab
 from kdlab import models
-from kdlab.config import Recipe, dump_recipe, load_recipe
-from kdlab.data import SOURCES, Dataset
-from kdlab.errors import KdlabError
-from kdlab.io import atomic_write_json, atomic_write_text
-from kdlab.train.checkpoint import load_tensors, save_tensors
+from kdlab.data import Dataset
+from kdlab.io import atomic_write_json
+from kdlab.train.checkpoint import load_tensors
 from kdlab.version import git_sha, machine_description
-
-DEFAULT_DATA = Path("..") / "shared" / "data" / "cifar10-jpeg"
-TEACHER_NOTE = "teachers have random (untrained) weights: training speed does not depend on the weights"
-
-
-@dataclass(frozen=True)
-class Configuration:
-    """What trains: ``student`` alone (``teacher`` None) or distilling from ``teacher``."""
-
-    name: str
-    student: str
-    teacher: str | None = None
-
-    @property
-    def label(self) -> str:
-        return f"KD {self.teacher} -> {self.student}" if self.teacher else f"student only {self.student} (CE)"
+from kdlab.bench import reference_loop
+from kdlab.bench.configurations import EPOCH_CHECK, TEACHER_NOTE, Configuration, Settings, make_recipe, untrained_teacher_run
 
 
-CONFIGURATIONS = {
-    "student": Configuration("student", "resnet20"),
-    "resnet56-resnet20": Configuration("resnet56-resnet20", "resnet20", "resnet56"),
-    "resnet32x4-resnet8x4": Configuration("resnet32x4-resnet8x4", "resnet8x4", "resnet32x4"),
-}
-
-
-@dataclass(frozen=True)
-class Settings:
-    steps: int
-    rounds: int
-    warmup: int
-    workers: int
-    threads: int
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    alpha: float = 0.9
-    tau: float = 4.0
-    crop_padding: int = 4
-    flip: bool = True
-    seed: int = 0
-    epoch_rounds: int = 0  # full epochs of student-only vs warm-cache KD (resnet56 -> resnet20), alternating
-
-
-EPOCH_CHECK = Configuration("resnet56-resnet20", "resnet20", "resnet56")
-
-
-QUICK = {"steps": 5, "rounds": 2, "warmup": 2, "epoch_rounds": 0, "pairs": ("student", "resnet56-resnet20")}
-FULL = {"steps": 30, "rounds": 3, "warmup": 5, "epoch_rounds": 2, "pairs": tuple(CONFIGURATIONS)}
-
-
-# ------------------------------------------------------------------------------------------------- the reference
-
-
-def load_reference_module() -> ModuleType:
-    """``benchmarks/reference_loop.py`` of the kdlab source checkout this kdlab runs from."""
-    path = Path(kdlab.__file__).resolve().parents[2] / "benchmarks" / "reference_loop.py"
-    if not path.is_file():
-        raise KdlabError("kdlab bench needs the kdlab source checkout (benchmarks/reference_loop.py)")
-    spec = importlib.util.spec_from_file_location("kdlab_bench_reference_loop", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# ------------------------------------------------------------------------------------------------- kdlab's side
-
-
-def make_recipe(data: dict, student: str, settings: Settings, *, teacher_dir: str | Path | None = None,
-                teacher_cache: str = "off") -> Recipe:
-    """The recipe kdlab trains: ``data`` is a recipe data section (source, path, val_size, options, mean, std, ...)
-    to which the benchmark's augmentation is added."""
-    method = {"name": "ce"} if teacher_dir is None else \
-        {"name": "kd", "alpha": settings.alpha, "tau": settings.tau, "teacher": str(teacher_dir)}
-    return load_recipe(raw={
-        "seed": settings.seed,
-        "data": {**data, "crop_padding": settings.crop_padding, "flip": settings.flip},
-        "model": {"name": student},
-        "method": method,
-        "train": {"epochs": 240, "batch_size": settings.batch_size},
-        "optim": {"lr": settings.lr, "momentum": settings.momentum, "weight_decay": settings.weight_decay},
-        "schedule": {"name": "multistep", "milestones": [150, 180, 210], "gamma": 0.1},
-        "runtime": {"progress": False, "threads": settings.threads,
-                    "teacher_cache": teacher_cache if teacher_dir is not None else "off"},
-    })
-
-
-def untrained_teacher_run(model_name: str, dataset: Dataset, out_dir: str | Path, mean, std, *,
-                          data: dict | None = None, seed: int = 0) -> Path:
-    """Write a completed kdlab run directory whose network ``model_name`` has random weights (seeded), for
-    ``dataset``'s task, trained (as its config says) with inputs normalised by ``mean``/``std``. ``data`` is the
-    recipe data section to record (default: just the source, when ``dataset.name`` is one)."""
-    out = Path(out_dir)
-    (out / "checkpoint").mkdir(parents=True, exist_ok=True)
-    section = dict(data) if data is not None else {"source": dataset.name if dataset.name in SOURCES else "folder"}
-    section.update(mean=[float(m) for m in mean], std=[float(s) for s in std])
-    recipe = load_recipe(raw={"seed": seed, "data": section, "model": {"name": model_name}, "method": {"name": "ce"},
-                              "train": {"epochs": 1}})
-    torch.manual_seed(seed)
-    network = models.create(model_name, num_classes=len(dataset.classes), in_channels=dataset.train.images.shape[-1])
-    atomic_write_text(out / "config.yaml", dump_recipe(recipe))
-    save_tensors(out / "checkpoint" / "model.safetensors", network.state_dict())
-    save_tensors(out / "checkpoint" / "best.safetensors", network.state_dict())
-    atomic_write_json(out / "summary.json", {
-        "kdlab_version": kdlab.__version__,
-        "status": "completed",
-        "note": "untrained: random weights written by kdlab bench (benchmark use only)",
-        "method": "ce",
-        "model": model_name,
-        "dataset": dataset.name,
-        "data": {"classes": len(dataset.classes), "class_names": list(dataset.classes),
-                 "input_shape": list(dataset.train.images.shape[1:])},
-        "seed": seed,
-        "epochs": 0,
-        "epochs_completed": 0,
-    })
-    return out
 
 
 # ------------------------------------------------------------------------------------------------- timing
@@ -231,7 +113,7 @@ def run_bench(configurations: list[Configuration], settings: Settings, *, data: 
     the record. ``data`` is a recipe data section without augmentation (e.g. source folder, path, val_size 5000)."""
     from kdlab.train.engine import prepare
 
-    reference = load_reference_module()
+    reference = reference_loop
     torch.set_num_threads(settings.threads)
     started = time.perf_counter()
 
@@ -411,67 +293,3 @@ def _epoch_check(configuration: Configuration, settings: Settings, data: dict, d
             "cache_fill": filled, "timed_cache": {"hits": cache.hits - filled["hits"],
                                                   "misses": cache.misses - filled["misses"]},
             "teacher": teacher.state}
-
-
-def format_table(record: dict) -> str:
-    """configuration | reference img/s | kdlab img/s | kdlab / reference, one line per kdlab mode."""
-    rows = [("configuration", "reference img/s", "kdlab img/s", "kdlab/reference")]
-    for result in record["configurations"]:
-        ref = result["runs"]["reference"]["median_images_per_second"]
-        for key, run in result["runs"].items():
-            if key == "reference":
-                continue
-            mode = {"kdlab": "", "kdlab_cached": ", warm teacher cache"}[key]
-            if key == "kdlab" and result["teacher"]:
-                mode = ", teacher on the fly"
-            rows.append((result["label"] + mode, f"{ref:.1f}", f"{run['median_images_per_second']:.1f}",
-                         f"{run['ratio_to_reference']:.2f}x"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [f"{row[0]:<{widths[0]}}  " + "  ".join(f"{cell:>{w}}" for cell, w in zip(row[1:], widths[1:]))
-             for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    check = record.get("epoch_check")
-    if check:
-        median = check["median_seconds"]
-        lines.append(f"one epoch, KD {check['configuration']} with a warm teacher cache vs student only: "
-                     f"{median['kd_warm_cache']:.1f} s vs {median['student']:.1f} s = {check['kd_over_student']:.3f}x")
-    return "\n".join(lines)
-
-
-def bench_from_options(*, quick: bool, steps: int | None, rounds: int | None, warmup: int | None,
-                       workers: int | None, threads: int | None, pairs: str | None, data: str | None,
-                       out: str | None, epoch_rounds: int | None = None) -> tuple[dict, Path]:
-    """What ``kdlab bench`` does with its options; returns (record, the JSON file written)."""
-    preset = QUICK if quick else FULL
-    cores = os.cpu_count() or 1
-    names = [p.strip() for p in pairs.split(",") if p.strip()] if pairs else list(preset["pairs"])
-    unknown = [n for n in names if n not in CONFIGURATIONS]
-    if unknown or not names:
-        raise KdlabError(f"--pairs: unknown configuration {', '.join(unknown) or '(none given)'}; "
-                         f"choose among {', '.join(CONFIGURATIONS)}")
-    settings = Settings(steps=steps or preset["steps"], rounds=rounds or preset["rounds"],
-                        warmup=preset["warmup"] if warmup is None else warmup,
-                        workers=cores if workers is None else workers, threads=threads or cores,
-                        epoch_rounds=preset["epoch_rounds"] if epoch_rounds is None else epoch_rounds)
-    if settings.steps < 1 or settings.rounds < 1 or settings.warmup < 0 or settings.workers < 0 or \
-            settings.threads < 1 or settings.epoch_rounds < 0:
-        raise KdlabError("--steps, --rounds and --threads must be >= 1, --warmup, --workers and --epoch-rounds >= 0")
-    path = Path(data) if data is not None else DEFAULT_DATA
-    if not path.is_dir():
-        raise KdlabError(f"kdlab bench: no CIFAR-10 JPEG image folder at {path} (expected {path}/train/<class>/*.jpg "
-                         f"and {path}/test/<class>/*.jpg); give it with --data PATH")
-    mode = "quick" if quick else "full"
-    out_path = Path(out) if out is not None else Path("benchmarks") / "results" / f"bench_{mode}.json"
-    command = ["kdlab", "bench"] + (["--quick"] if quick else []) + [
-        "--steps", str(settings.steps), "--rounds", str(settings.rounds), "--warmup", str(settings.warmup),
-        "--workers", str(settings.workers), "--threads", str(settings.threads), "--pairs", ",".join(names),
-        "--epoch-rounds", str(settings.epoch_rounds),
-        "--data", str(path), "--out", str(out_path)]
-    record = run_bench([CONFIGURATIONS[n] for n in names], settings,
-                       data={"source": "folder", "path": os.path.normpath(path.absolute()), "val_size": 5000},
-                       name=out_path.stem, command=command, out=out_path)
-    return record, out_path
-
-
-__all__ = ["CONFIGURATIONS", "Configuration", "Settings", "bench_from_options", "format_table", "load_reference_module",
-           "make_recipe", "run_bench", "untrained_teacher_run"]

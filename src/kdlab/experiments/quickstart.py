@@ -23,7 +23,7 @@ import yaml
 
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_text
-from kdlab.study import run_study
+from kdlab.experiments.study import run_study
 from kdlab.train.rundir import RunDir
 
 BASE_RECIPE = {
@@ -49,7 +49,6 @@ METHODS = [
     {"name": "okddip", "branches": 4},
 ]
 TEACHER_MODEL = "resnet8"
-ONLINE = {"dml", "one", "cl_ilr", "okddip"}  # these train TEACHER_MODEL peers (cnn_small8 has no stages to share)
 
 
 AUDIO_RECIPE = {
@@ -92,7 +91,7 @@ def run_quickstart(out: str | None = None, seeds: int = 3, epochs: int = BASE_RE
     stages = {"teacher": {"model": {"name": TEACHER_MODEL}, "shared": True}}
     for method in METHODS:
         stage = {"method": {k: "@teacher" if v == TEACHER else v for k, v in method.items()}}
-        if method["name"] in ONLINE:  # several networks per run: half the epochs keeps the quickstart short
+        if _online(method):  # several networks per run: half the epochs keeps the quickstart short
             stage.update(model={"name": TEACHER_MODEL}, train={"epochs": max(1, epochs // 2)})
         stages[_stage_name(method)] = stage
     title = (f"scikit-learn digits, cnn_small8 students ({TEACHER_MODEL} teacher for kd; online rows train "
@@ -121,13 +120,21 @@ def _compare(spec: dict, methods: list[dict], seeds: int, out: str | None, jobs:
     return rows
 
 
+def _online(method: dict) -> bool:
+    """Whether ``method`` trains several heads (online distillation): such rows train TEACHER_MODEL peers, since
+    cnn_small8 has no stages to share."""
+    from kdlab import methods
+
+    return method["name"] in methods.names(heads=True)
+
+
 def _stage_name(method: dict) -> str:
     return f"{method['name']}-{method['divergence']}" if "divergence" in method else method["name"]
 
 
 def _row(method: dict, summaries: list[dict]) -> dict:
     label = ", ".join([method["name"]] + [f"{k}={v}" for k, v in method.items() if k not in ("name", "teacher")])
-    if method["name"] in ONLINE:
+    if _online(method):
         heads = {s["inference_head"] for s in summaries}
         label += f" ({TEACHER_MODEL}, {heads.pop() if len(heads) == 1 else 'best peer'}, {summaries[0]['epochs']} ep)"
     row = {"method": label}

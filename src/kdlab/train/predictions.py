@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from kdlab import calibrate, metrics
+from kdlab import metrics
+from kdlab.metrics import temperature_scaling
 from kdlab.data.loader import DeviceLoader
 from kdlab.train.runtime import Runtime
 
@@ -100,7 +101,7 @@ def evaluation_record(predictions: dict[str, tuple[torch.Tensor, torch.Tensor]],
                     for split, (logits, labels) in predictions.items()}
     if "val" in predictions and "test" in predictions:
         record["calibration"] = {"fitted_on": "val", "evaluated_on": "test",
-                                 **calibrate.calibration_report(*predictions["val"], *predictions["test"])}
+                                 **temperature_scaling.calibration_report(*predictions["val"], *predictions["test"])}
     if teacher_predictions:
         record["fidelity"] = {split: metrics.fidelity_all(predictions[split][0], logits)
                               for split, (logits, _) in teacher_predictions.items() if split in predictions}
