@@ -4,6 +4,8 @@ The real datasets live in ``../shared/data`` beside the checkout (override with 
 need one are skipped when it is absent on a developer's machine, but fail under CI (``CI`` set), where it must be.
 """
 
+import copy
+import functools
 import os
 from pathlib import Path
 
@@ -24,6 +26,55 @@ def shared_data():
         return path
 
     return get
+
+
+#: The small digits recipe most end-to-end tests train (scikit-learn's digits ship with scikit-learn: no files).
+DIGITS_RECIPE = {
+    "data": {"source": "digits", "val_size": 0.1},
+    "model": {"name": "cnn_small8"},
+    "train": {"epochs": 2, "batch_size": 64},
+    "optim": {"lr": 0.05, "nesterov": True},
+    "schedule": {"name": "cosine"},
+    "runtime": {"progress": False},
+}
+
+
+@pytest.fixture(scope="session")
+def digits_recipe():
+    """``digits_recipe(**sections)``: a fresh copy of :data:`DIGITS_RECIPE` with whole sections replaced."""
+    def make(**sections) -> dict:
+        return {**copy.deepcopy(DIGITS_RECIPE), **copy.deepcopy(sections)}
+
+    return make
+
+
+@pytest.fixture
+def private_cache(tmp_path_factory, monkeypatch):
+    """A data cache of this test session's own (``KDLAB_CACHE_DIR``), shared by the tests of one worker."""
+    folder = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("KDLAB_CACHE_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def count_decodes(monkeypatch):
+    """``count_decodes(source)``: wrap ``SOURCES[source]`` for this test and return the list that grows by one each
+    time the files are really decoded (not read from the cache)."""
+    from kdlab.data import SOURCES
+
+    def count(source: str) -> list[int]:
+        calls: list[int] = []
+        original = SOURCES[source]
+
+        @functools.wraps(original)
+        def counting(*args, **kwargs):
+            calls.append(1)
+            return original(*args, **kwargs)
+
+        monkeypatch.setitem(SOURCES, source, counting)
+        return calls
+
+    return count
 
 
 @pytest.fixture(autouse=True)

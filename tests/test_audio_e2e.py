@@ -19,9 +19,7 @@ RATE = 4000
 TONES = {"low": 250.0, "mid": 600.0, "high": 1300.0}  # one class per pitch
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("KDLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def write_tones(root: Path, per_class: dict[str, int], seconds: float, seed: int, layout: str = "split") -> Path:

@@ -3,7 +3,6 @@ layouts, plus the real FSDD from /work/shared/data."""
 
 from __future__ import annotations
 
-import functools
 import io
 import re
 import sys
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from kdlab.data import SOURCES, load_dataset
+from kdlab.data import load_dataset
 from kdlab.data.sources.audio_files import (AUDIO_SUFFIXES, decode_audio_files, fit_length, is_audio_file,
                                             read_audio, segments, to_int16)
 from kdlab.data.sources.audio_folder import decode_audio_folder
@@ -487,22 +486,9 @@ def test_audio_folder_option_errors(tmp_path, options, message):
         decode_audio_folder(tmp_path / "g", **{"sample_rate": RATE, "clip_seconds": 0.1, **options})
 
 
-def count_decodes(monkeypatch, source: str) -> list[int]:
-    calls: list[int] = []
-    original = SOURCES[source]
-
-    @functools.wraps(original)
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setitem(SOURCES, source, counting)
-    return calls
-
-
-def test_load_dataset_caches_audio_and_validation_keeps_clips_together(tmp_path, monkeypatch, data_cache_dir):
+def test_load_dataset_caches_audio_and_validation_keeps_clips_together(tmp_path, monkeypatch, data_cache_dir, count_decodes):
     write_gtzan(tmp_path / "gtzan", clips_per_genre=6)
-    calls = count_decodes(monkeypatch, "audio_folder")
+    calls = count_decodes("audio_folder")
     options = dict(sample_rate=RATE, clip_seconds=2.0, segment_seconds=0.5, test_fraction=1 / 3)
     first = load_dataset("audio_folder", tmp_path / "gtzan", **options)
     second = load_dataset("audio_folder", tmp_path / "gtzan", **options)

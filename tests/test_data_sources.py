@@ -7,7 +7,6 @@ from /work/shared/data.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import os
 import pickle
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdlab.data import SOURCES, Dataset, Split, carve_validation, load_dataset
+from kdlab.data import Dataset, Split, carve_validation, load_dataset
 from kdlab.data import cache as data_cache
 from kdlab.data.sources.idx import FASHION_MNIST_CLASSES
 from kdlab.errors import KdlabError
@@ -38,20 +37,6 @@ def data_cache_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("KDLAB_CACHE_DIR", str(path))
     monkeypatch.setenv("KDLAB_NO_PROGRESS", "1")
     return path
-
-
-def count_decodes(monkeypatch, source: str) -> list[int]:
-    """Wrap SOURCES[source] so the test can see how often the files were really decoded."""
-    calls: list[int] = []
-    original = SOURCES[source]
-
-    @functools.wraps(original)
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setitem(SOURCES, source, counting)
-    return calls
 
 
 def cache_entries(cache_dir: Path) -> list[Path]:
@@ -256,10 +241,10 @@ def test_cifar10_reader_and_pixel_layout(tmp_path, give_parent, numpy1_names):
     np.testing.assert_array_equal(ds.test.images[:, :, :, 2].reshape(6, -1), cifar_rows(6, 99)[:, 2048:])
 
 
-def test_cifar_folder_or_parent_share_one_cache_entry(tmp_path, monkeypatch):
+def test_cifar_folder_or_parent_share_one_cache_entry(tmp_path, monkeypatch, count_decodes):
     folder = write_cifar10(tmp_path / "downloads")
     (tmp_path / "downloads" / "unrelated.txt").write_text("not part of CIFAR-10")
-    calls = count_decodes(monkeypatch, "cifar10")
+    calls = count_decodes("cifar10")
     by_folder = load_dataset("cifar10", folder)
     by_parent = load_dataset("cifar10", tmp_path / "downloads")
     assert len(calls) == 1 and by_parent.fingerprint == by_folder.fingerprint
@@ -463,9 +448,9 @@ def test_real_cifar10_jpeg_folder_and_cached_second_load(shared_data):
 # --------------------------------------------------------------------------------------------------- the cache
 
 
-def test_second_load_comes_from_the_cache_and_file_changes_invalidate_it(tmp_path, monkeypatch):
+def test_second_load_comes_from_the_cache_and_file_changes_invalidate_it(tmp_path, monkeypatch, count_decodes):
     write_mnist_folder(tmp_path / "m", gz=True)
-    calls = count_decodes(monkeypatch, "idx")
+    calls = count_decodes("idx")
     first = load_dataset("idx", tmp_path / "m")
     second = load_dataset("idx", tmp_path / "m")
     assert len(calls) == 1 and second.fingerprint == first.fingerprint
@@ -479,17 +464,17 @@ def test_second_load_comes_from_the_cache_and_file_changes_invalidate_it(tmp_pat
     assert len(calls) == 2
 
 
-def test_cache_inside_the_data_folder_does_not_change_the_key(tmp_path, monkeypatch):
+def test_cache_inside_the_data_folder_does_not_change_the_key(tmp_path, monkeypatch, count_decodes):
     write_mnist_folder(tmp_path / "m", gz=False)
-    calls = count_decodes(monkeypatch, "idx")
+    calls = count_decodes("idx")
     first = load_dataset("idx", tmp_path / "m", cache_dir=tmp_path / "m" / ".cache")
     second = load_dataset("idx", tmp_path / "m", cache_dir=tmp_path / "m" / ".cache")
     assert len(calls) == 1 and first.fingerprint == second.fingerprint
 
 
-def test_leftover_temporary_entry_is_ignored(tmp_path, monkeypatch, data_cache_dir):
+def test_leftover_temporary_entry_is_ignored(tmp_path, monkeypatch, data_cache_dir, count_decodes):
     write_mnist_folder(tmp_path / "m", gz=True)
-    calls = count_decodes(monkeypatch, "idx")
+    calls = count_decodes("idx")
     good = load_dataset("idx", tmp_path / "m")
     (entry,) = cache_entries(data_cache_dir)
     # what a writer killed before its rename leaves: a complete-looking copy under a temporary name
@@ -503,9 +488,9 @@ def test_leftover_temporary_entry_is_ignored(tmp_path, monkeypatch, data_cache_d
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "meta", "missing"])
-def test_corrupted_entry_is_rebuilt(tmp_path, monkeypatch, data_cache_dir, damage):
+def test_corrupted_entry_is_rebuilt(tmp_path, monkeypatch, data_cache_dir, damage, count_decodes):
     write_mnist_folder(tmp_path / "m", gz=True)
-    calls = count_decodes(monkeypatch, "idx")
+    calls = count_decodes("idx")
     expected = load_dataset("idx", tmp_path / "m").train.images.copy()
     (entry,) = cache_entries(data_cache_dir)
     images = entry / "train-images.npy"

@@ -11,19 +11,10 @@ from safetensors.torch import load_file
 from kdlab import methods
 from kdlab.cli import main
 
-DIGITS = {
-    "data": {"source": "digits", "val_size": 0.1},
-    "model": {"name": "cnn_small8"},
-    "train": {"epochs": 2, "batch_size": 64},
-    "optim": {"lr": 0.05, "nesterov": True},
-    "schedule": {"name": "cosine"},
-    "runtime": {"progress": False},
-}
+from conftest import DIGITS_RECIPE as DIGITS
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("KDLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(scope="module")

@@ -34,9 +34,7 @@ RECIPE = {  # small enough that a process is mostly its start-up, long enough (4
 }
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("KDLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def kdlab(*args, fault: str | None = None, timeout: int = 300):

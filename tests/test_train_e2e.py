@@ -14,20 +14,13 @@ from kdlab.cli import main
 from kdlab.config import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-DIGITS = {
-    "data": {"source": "digits", "val_size": 0.1},
-    "model": {"name": "cnn_small8"},
-    "method": {"name": "ls", "eps": 0.1},
-    "train": {"epochs": 3, "batch_size": 64},
-    "optim": {"lr": 0.05, "nesterov": True},
-    "schedule": {"name": "cosine", "warmup_epochs": 1},
-    "runtime": {"progress": False},
-}
+from conftest import DIGITS_RECIPE
+
+DIGITS = {**DIGITS_RECIPE, "method": {"name": "ls", "eps": 0.1}, "train": {"epochs": 3, "batch_size": 64},
+          "schedule": {"name": "cosine", "warmup_epochs": 1}}
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("KDLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def write_recipe(path: Path, raw: dict) -> Path:

@@ -4,7 +4,7 @@ For every completed run (of a study folder, with its ``study.json`` and ``study.
 archive keeps ``config.yaml``, ``summary.json`` and ``metrics.jsonl`` unchanged, and writes ``analysis.npz``:
 
 * ``reliability_*`` and ``reliability_ts_*``: the reliability-diagram statistics of the run's test predictions
-  (:func:`kdlab.analysis.plots.reliability_bins`: ``edges``, ``count``, ``accuracy``, ``confidence``), before and
+  (:func:`kdlab.metrics.calibration.reliability_bins`: ``edges``, ``count``, ``accuracy``, ``confidence``), before and
   after temperature scaling with the temperature the run fitted on its val split;
 * ``projection_*``: Mueller et al.'s penultimate-layer projection (:func:`kdlab.analysis.runs.run_projection`) of
   ``per_class`` train and test samples of three classes: points, labels, templates and spread ratios, with the
@@ -69,7 +69,7 @@ def _archive_study_record(study: Path, out: Path) -> None:
 
 
 def _analysis(entry, class_ids: list[int], variant: str, per_class: int) -> dict[str, np.ndarray]:
-    from kdlab.analysis.plots import reliability_bins
+    from kdlab.metrics.calibration import reliability_bins
 
     predictions = entry.path / "predictions" / "test.npz"
     if not predictions.is_file():

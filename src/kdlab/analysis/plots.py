@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D
 
 from kdlab.analysis.projection import _to_numpy
 from kdlab.io import atomic_write
+from kdlab.metrics.calibration import reliability_bins
 
 MAX_COLUMNS = 4
 CLASS_COLORS = ("#1f77b4", "#d62728", "#2ca02c")
@@ -55,33 +56,6 @@ def save_png(fig: Figure, path: str | Path) -> Path:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Reliability diagrams
-
-
-def reliability_bins(logits, labels, n_bins: int = 15) -> dict[str, np.ndarray]:
-    """Per-bin statistics of a reliability diagram with equal-width right-closed bins (m/n_bins, (m+1)/n_bins].
-
-    Returns ``edges`` (n_bins+1,), ``count`` (n_bins,), ``accuracy`` and ``confidence`` (n_bins,, NaN where the bin
-    is empty). ECE = sum_m count_m/n * |accuracy_m − confidence_m| over non-empty bins (Guo et al. 2017).
-    """
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be positive, got {n_bins}")
-    z = _to_numpy(logits, dtype=np.float64)
-    y = _to_numpy(labels).reshape(-1)
-    if z.ndim != 2 or z.shape[0] != y.shape[0] or z.shape[0] == 0:
-        raise ValueError(f"expected logits N x K and labels N with N > 0, got {z.shape} and {y.shape}")
-    z = z - z.max(axis=1, keepdims=True)
-    probs = np.exp(z)
-    probs /= probs.sum(axis=1, keepdims=True)
-    conf = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == y).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # side="left" gives bin m for edges[m] < c <= edges[m+1]: right-closed, as in kdlab.metrics.ece.
-    index = np.clip(np.searchsorted(edges[1:], conf, side="left"), 0, n_bins - 1)
-    count = np.bincount(index, minlength=n_bins).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = np.bincount(index, weights=correct, minlength=n_bins) / count
-        confidence = np.bincount(index, weights=conf, minlength=n_bins) / count
-    return {"edges": edges, "count": count, "accuracy": accuracy, "confidence": confidence}
 
 
 def ece_of_bins(stats: Mapping[str, np.ndarray]) -> float:

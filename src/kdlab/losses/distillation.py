@@ -43,8 +43,10 @@ def kd_terms(z: torch.Tensor, zt: torch.Tensor, y: torch.Tensor, alpha: float = 
     check_weight("alpha", alpha)
     if kind != "mse":
         check_positive("tau", tau)
-    z, zt, y = student_teacher_pair(z, zt, y)
-    return {"ce": (1.0 - alpha) * cross_entropy(z, y), "kd": alpha * divergence(z, zt, kind, tau)}
+    zs, zt, y = student_teacher_pair(z, zt, y)
+    # Each term upcasts the student's logits itself: under bf16 autocast each term's gradient is then rounded to the
+    # logits' dtype on its own, as kdlab's KD runs have always computed it (the values are the same either way).
+    return {"ce": (1.0 - alpha) * cross_entropy(z, y), "kd": alpha * divergence(zs, zt, kind, tau)}
 
 
 def _total(terms: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """Pure functions from logits and labels to numbers: ``(logits, labels, ...) -> float``.
 
 Inputs may be torch tensors or numpy arrays; logits are N x K, labels N integer class indices (teacher logits
-N x K for the fidelity metrics). Everything is computed in float64 on the CPU and returned as a python float.
+N x K for the fidelity metrics). Everything is computed in float64 on the CPU and returned as a python float
+(:func:`reliability_bins` returns the per-bin arrays behind ECE). Temperature scaling, which fits a temperature and
+reports the metrics before and after, is :mod:`kdlab.metrics.temperature_scaling`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from kdlab.metrics._inputs import as_logits_and_labels
-from kdlab.metrics.calibration import adaptive_ece, classwise_ece, ece, mce
+from kdlab.metrics.calibration import adaptive_ece, classwise_ece, ece, mce, reliability_bins
 from kdlab.metrics.classification import accuracy, brier, nll, topk_accuracy
 from kdlab.metrics.clips import clip_accuracy, clip_nll, clip_probabilities
 from kdlab.metrics.fidelity import agreement, fidelity_all, fidelity_kl
@@ -53,5 +55,6 @@ __all__ = [
     "fidelity_kl",
     "mce",
     "nll",
+    "reliability_bins",
     "topk_accuracy",
 ]

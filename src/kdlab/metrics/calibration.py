@@ -47,6 +47,22 @@ def _bin_sums(bins: torch.Tensor, conf: torch.Tensor, acc: torch.Tensor, n_bins:
     return count, conf_sum, acc_sum
 
 
+def reliability_bins(logits, labels, n_bins: int = 15) -> dict[str, np.ndarray]:
+    """Per-bin statistics of a reliability diagram, in the bins :func:`ece` uses (equal-width, right-closed).
+
+    Returns float64 arrays ``edges`` (n_bins + 1,), ``count`` (n_bins,), ``accuracy`` and ``confidence``
+    (n_bins,, NaN where the bin is empty); ECE = sum_m count_m/n * |accuracy_m - confidence_m| over non-empty bins.
+    The one binning of the project: plots and archives draw and store these.
+    """
+    _check_n_bins(n_bins)
+    conf, acc = _top1(logits, labels)
+    count, conf_sum, acc_sum = _bin_sums(_equal_width_bins(conf, n_bins), conf, acc, n_bins)
+    count, conf_sum, acc_sum = count.numpy(), conf_sum.numpy(), acc_sum.numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"edges": np.linspace(0.0, 1.0, n_bins + 1), "count": count, "accuracy": acc_sum / count,
+                "confidence": conf_sum / count}
+
+
 def ece(logits, labels, n_bins: int = 15) -> float:
     """Expected calibration error with ``n_bins`` equal-width, right-closed confidence bins (Guo et al. 2017).
 
