@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdlab.errors import KdlabError
-from kdlab.train import checkpoint
+from kdlab.store import checkpoint
 
 
 def make(seed=0):

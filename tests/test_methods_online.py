@@ -13,7 +13,7 @@ from kdlab.config import load_recipe
 from kdlab.data import load_dataset
 from kdlab.errors import KdlabError
 from kdlab.methods.base import MethodContext
-from kdlab.train.checkpoint import load_tensors
+from kdlab.store.checkpoint import load_tensors
 from kdlab.train.engine import train
 
 

@@ -19,7 +19,7 @@ import yaml
 from safetensors.torch import load_file
 
 from kdlab.config import load_recipe
-from kdlab.train import checkpoint
+from kdlab.store import checkpoint
 from kdlab.train.engine import TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parents[1]

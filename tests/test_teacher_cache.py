@@ -9,7 +9,7 @@ import torch
 from kdlab.config import load_recipe
 from kdlab.data.augment import CropFlip
 from kdlab.errors import KdlabError
-from kdlab.teacher.factory import TeacherFactory
+from kdlab.train.teachers import TeacherFactory
 from kdlab.train.engine import prepare, train
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from kdlab import methods, models
 from kdlab.config import load_recipe, method_params
-from kdlab.data.inputs import features_record, model_input_shape, recipe_dataset
+from kdlab.train.inputs import features_record, model_input_shape, recipe_dataset
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json
-from kdlab.train.checkpoint import load_state_into, load_tensors, read_state, save_tensors
-from kdlab.train.rundir import RunDir
+from kdlab.store.checkpoint import load_state_into, load_tensors, read_state, save_tensors
+from kdlab.store.rundir import RunDir
 
 
 def export_head(run_dir: str | Path, head: str, out: str | Path) -> Path:

@@ -331,7 +331,7 @@ def _markdown(spec: dict, claims_file: Path, record: dict, sections: list[str], 
               f"{first.get('torch_version', '?')}, precision {first.get('precision', '?')}.", "",
               "**Conventions.** Final-epoch weights, test split (validation only to fit temperatures and, for claim "
               "2, to pick settings). Mean ± sample std over seeds, 95% Student-t interval for accuracy; comparisons "
-              "pair runs by seed. ECE: 15 equal-width right-closed bins. Verdict rule (src/kdlab/claims.py): a "
+              "pair runs by seed. ECE: 15 equal-width right-closed bins. Verdict rule (src/kdlab/analysis/verdicts.py): a "
               "comparison is + when its 95% interval lies on the claimed side of 0, − when on the other, 0 "
               "otherwise; a 'reaches' comparison (not lower / not higher, transfer) with margin m is + when its interval lies "
               "wholly on the allowed side of −m, − when not and significantly on the wrong side of 0, 0 otherwise; "

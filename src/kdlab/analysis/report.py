@@ -28,7 +28,7 @@ from kdlab.analysis import stats
 from kdlab.analysis.runs import RunEntry, collect_runs, resolve_classes, run_metrics, run_projection, stored_reliability
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text, read_predictions
-from kdlab.train.rundir import RunDir
+from kdlab.store.rundir import RunDir
 
 MAIN_METRICS = ("acc", "nll", "brier", "ece", "adaptive_ece", "classwise_ece")
 

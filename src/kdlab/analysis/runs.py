@@ -29,14 +29,14 @@ import torch
 from kdlab import metrics, models
 from kdlab.config import Recipe, apply_overrides, load_recipe
 from kdlab.data import Dataset, Split
-from kdlab.data.inputs import check_modality, features_record, recipe_dataset
+from kdlab.train.inputs import check_modality, features_record, recipe_dataset
 from kdlab.data.loader import DeviceLoader
 from kdlab.errors import KdlabError
 from kdlab.io import read_predictions
 from kdlab.metrics import temperature_scaling
 from kdlab.teacher.run import WEIGHTS, summary_data
-from kdlab.train.checkpoint import load_state_into, load_tensors
-from kdlab.train.rundir import RunDir
+from kdlab.store.checkpoint import load_state_into, load_tensors
+from kdlab.store.rundir import RunDir
 from kdlab.train.runtime import Runtime, resolve_runtime
 
 

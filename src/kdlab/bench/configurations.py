@@ -13,7 +13,7 @@ from kdlab import models
 from kdlab.config import Recipe, dump_recipe, load_recipe
 from kdlab.data import SOURCES, Dataset
 from kdlab.io import atomic_write_json, atomic_write_text
-from kdlab.train.checkpoint import save_tensors
+from kdlab.store.checkpoint import save_tensors
 
 
 DEFAULT_DATA = Path("..") / "shared" / "data" / "cifar10-jpeg"

@@ -35,7 +35,7 @@ import kdlab
 from kdlab import models
 from kdlab.data import Dataset
 from kdlab.io import atomic_write_json
-from kdlab.train.checkpoint import load_tensors
+from kdlab.store.checkpoint import load_tensors
 from kdlab.version import git_sha, machine_description
 from kdlab.bench import reference_loop
 from kdlab.bench.configurations import EPOCH_CHECK, TEACHER_NOTE, Configuration, Settings, make_recipe, untrained_teacher_run

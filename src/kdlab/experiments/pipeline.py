@@ -39,7 +39,7 @@ from kdlab.config import load_recipe, read_yaml
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json
 from kdlab.train.engine import resume, train
-from kdlab.train.rundir import RunDir
+from kdlab.store.rundir import RunDir
 
 STAGE_KEY_SUFFIX = "stage-key.json"  # OUT/<run>.stage-key.json: the hash a stage's run was started with
 

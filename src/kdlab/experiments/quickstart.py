@@ -24,7 +24,7 @@ import yaml
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_text
 from kdlab.experiments.study import run_study
-from kdlab.train.rundir import RunDir
+from kdlab.store.rundir import RunDir
 
 BASE_RECIPE = {
     "data": {"source": "digits", "val_size": 0.1},

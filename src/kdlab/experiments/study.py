@@ -31,7 +31,7 @@ from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text
 from kdlab.experiments.pipeline import PlannedRun, adopt_runs, deep_merge, expand_stages, run_stage, validate_runs
 from kdlab.train.engine import TrainingDiverged
-from kdlab.train.rundir import RunDir
+from kdlab.store.rundir import RunDir
 from kdlab.experiments.workers import worker_pool
 
 STUDY_FILE = "study.json"

@@ -11,7 +11,7 @@ the run is resumed from its last checkpoint by someone else. A run whose teacher
 the end of the queue. Finished runs are never trained again: their run directory says completed.
 
 ``OUT`` must be one folder all workers see (a shared file system); the storage decides who trains what, and each
-run directory's lock (:class:`kdlab.train.rundir.RunLock`) guarantees that no two processes ever train it at once.
+run directory's lock (:class:`kdlab.store.rundir.RunLock`) guarantees that no two processes ever train it at once.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from kdlab.errors import KdlabError
 from kdlab.experiments.optuna_storage import GRACE_SECONDS, HEARTBEAT_SECONDS, Heartbeat, import_optuna, open_storage
 from kdlab.experiments.pipeline import PlannedRun, run_stage
 from kdlab.train.engine import TrainingDiverged
-from kdlab.train.rundir import RunDir
+from kdlab.store.rundir import RunDir
 
 POLL_SECONDS = 1.0
 

@@ -39,7 +39,7 @@ class MethodContext:
     input_shape: tuple[int, int, int] | None = None  # (C, H, W) of the model inputs; None: the images' own
     features: dict | None = None  # audio: sample rate and log-mel settings (a teacher must have the same)
     #: ``load_teacher(run_dir, checkpoint)`` -> :class:`kdlab.teacher.Teacher`, checked against ``dataset``, ready
-    #: for this run (re-normalised, compiled, cached). The engine fills it (:class:`kdlab.teacher.factory.
+    #: for this run (re-normalised, compiled, cached). The engine fills it (:class:`kdlab.train.teachers.
     #: TeacherFactory`); a test or a user's loop may hand in any callable, e.g. one returning an in-memory teacher.
     load_teacher: Callable | None = None
 

@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json
-from kdlab.train.checkpoint import save_tensors
+from kdlab.store.checkpoint import save_tensors
 
 FORMAT = 1
 

@@ -8,7 +8,7 @@ function, ``teacher(inputs, keys)``, and gets z^t as a constant for the student'
 computed or looked up is the teacher's business.
 
 Methods never build teachers: they call ``context.load_teacher(spec, checkpoint)`` (:class:`kdlab.methods.MethodContext`),
-which the engine fills with :class:`kdlab.teacher.factory.TeacherFactory`, and which a test or a user's own loop can
+which the engine fills with :class:`kdlab.train.teachers.TeacherFactory`, and which a test or a user's own loop can
 fill with any callable returning a ``Teacher`` around an in-memory network. (The same idea as timm's
 ``DistillationTeacher``, designed for kdlab's run directories, caches and compiled graphs.)
 

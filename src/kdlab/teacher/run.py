@@ -13,8 +13,8 @@ from kdlab.config import Recipe, load_recipe
 from kdlab.data import Dataset
 from kdlab.errors import KdlabError
 from kdlab.teacher.module import Teacher
-from kdlab.train.checkpoint import load_state_into, load_tensors
-from kdlab.train.rundir import RunDir
+from kdlab.store.checkpoint import load_state_into, load_tensors
+from kdlab.store.rundir import RunDir
 
 WEIGHTS = {"final": "model.safetensors", "best": "best.safetensors"}
 

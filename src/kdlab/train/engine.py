@@ -5,7 +5,7 @@ before anything is written), creates the run directory and runs the loop; :func:
 from its last checkpoint. The loop runs epochs of steps (:mod:`kdlab.train.step`), logs each loss term, evaluates val
 and test after every epoch, checkpoints atomically and keeps ``metrics.jsonl`` and ``summary.json``
 (:mod:`kdlab.train.summary`) current. It knows no method by name: it talks to the method through
-:class:`~kdlab.methods.Method` and to the teachers through the run's :class:`~kdlab.teacher.factory.TeacherFactory`.
+:class:`~kdlab.methods.Method` and to the teachers through the run's :class:`~kdlab.train.teachers.TeacherFactory`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from kdlab import metrics
 from kdlab.config import Recipe, dump_recipe, load_recipe
 from kdlab.errors import KdlabError
 from kdlab.io import WriteError, atomic_savez, atomic_write_text
-from kdlab.train import checkpoint
+from kdlab.store import checkpoint
 from kdlab.train.predictions import evaluate_method, evaluation_record, head_metrics, predict, split_metrics
 from kdlab.train.prepare import Prepared, make_optimizer, prepare
-from kdlab.train.rundir import RunDir
+from kdlab.store.rundir import RunDir
 from kdlab.train.schedule import learning_rate
 from kdlab.train.step import NONFINITE_CHECK_EVERY, TrainingDiverged, train_epoch
 from kdlab.train.summary import checkpoint_epoch, print_epoch, run_summary, selected

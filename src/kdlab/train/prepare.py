@@ -15,11 +15,11 @@ import torch
 from kdlab import methods, models
 from kdlab.config import Recipe, method_params
 from kdlab.data import Dataset
-from kdlab.data.inputs import (features_record, fill_statistics, log_mel, make_loader, model_input_shape, probe_inputs,
+from kdlab.train.inputs import (features_record, fill_statistics, log_mel, make_loader, model_input_shape, probe_inputs,
                                recipe_dataset)
 from kdlab.data.loader import DeviceLoader
 from kdlab.errors import KdlabError
-from kdlab.teacher.factory import TeacherFactory
+from kdlab.train.teachers import TeacherFactory
 from kdlab.train.distributed import Distributed, from_environment, synchronise_batchnorm
 from kdlab.train.runtime import Runtime, compile_mode, resolve_runtime
 

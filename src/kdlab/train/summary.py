@@ -10,10 +10,10 @@ import torch
 import kdlab
 from kdlab.config import Recipe
 from kdlab.data import Dataset
-from kdlab.data.inputs import features_record
+from kdlab.train.inputs import features_record
 from kdlab.errors import KdlabError
-from kdlab.train import checkpoint
-from kdlab.train.rundir import RunDir
+from kdlab.store import checkpoint
+from kdlab.store.rundir import RunDir
 from kdlab.version import git_sha, machine_description
 
 

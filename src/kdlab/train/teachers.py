@@ -16,7 +16,7 @@ import torch
 
 from kdlab.config import Recipe
 from kdlab.data import Dataset
-from kdlab.data.inputs import features_record
+from kdlab.train.inputs import features_record
 from kdlab.errors import KdlabError
 from kdlab.io import WriteError
 from kdlab.teacher.cache import TeacherLogitCache, cache_key

@@ -3,7 +3,7 @@
 ``RUN_DIR/config.yaml``      the fully resolved recipe; ``kdlab train RUN_DIR/config.yaml --out OTHER`` repeats it
 ``RUN_DIR/metrics.jsonl``    one JSON object per completed epoch: every loss term, lr, val/test metrics, timing
 ``RUN_DIR/summary.json``     the run's record (see ``kdlab.train.engine``); ``status`` is running/completed/failed
-``RUN_DIR/checkpoint/``      safetensors weights + JSON state (``kdlab.train.checkpoint``)
+``RUN_DIR/checkpoint/``      safetensors weights + JSON state (``kdlab.store.checkpoint``)
 ``RUN_DIR/predictions/``     ``test.npz`` and, with a val split, ``val.npz``: arrays ``logits`` and ``labels``
 ``RUN_DIR/.lock``            held (``flock``) by the process training the run, so a second one refuses to touch it
 
