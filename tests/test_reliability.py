@@ -195,7 +195,7 @@ def test_a_full_disk_for_the_summary_too_still_gives_one_line(reference, tmp_pat
 # ------------------------------------------------------------------------------------------------ numerical faults
 
 
-def poison(monkeypatch, at: set[tuple[int, int]], term: str | None = "ls", gradient: bool = False):
+def poison(monkeypatch, at: set[tuple[int, int]], term: str | None = "smoothing", gradient: bool = False):
     """Make the method's loss term ``term`` NaN (or, with ``gradient``, the gradient infinite while the loss stays
     finite) at the given (epoch, step) pairs, 1-based."""
     from kdlab.methods.label_smoothing import LabelSmoothing
@@ -203,11 +203,11 @@ def poison(monkeypatch, at: set[tuple[int, int]], term: str | None = "ls", gradi
     real = LabelSmoothing.forward
     counter = {"epoch": None, "step": 0}
 
-    def forward(self, inputs, labels, epoch, **kwargs):
+    def forward(self, inputs, labels, epoch, keys=None):
         if counter["epoch"] != epoch:
             counter.update(epoch=epoch, step=0)
         counter["step"] += 1
-        logits, terms = real(self, inputs, labels, epoch, **kwargs)
+        logits, terms = real(self, inputs, labels, epoch, keys)
         if (epoch + 1, counter["step"]) in at:
             if gradient:
                 logits.register_hook(lambda g: g * float("inf"))
@@ -221,7 +221,7 @@ def poison(monkeypatch, at: set[tuple[int, int]], term: str | None = "ls", gradi
 def test_nan_loss_stops_naming_epoch_step_and_term_and_keeps_the_last_checkpoint(monkeypatch, tmp_path):
     poison(monkeypatch, {(3, 5)})
     run = tmp_path / "run"
-    with pytest.raises(TrainingDiverged, match=r"epoch 3, step 5: loss term 'ls' is nan"):
+    with pytest.raises(TrainingDiverged, match=r"epoch 3, step 5: loss term 'smoothing' is nan"):
         train(load_recipe(raw=RECIPE), run, quiet=True)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "failed" and "epoch 3, step 5" in summary["error"]
@@ -245,7 +245,7 @@ def test_skip_mode_skips_bad_steps_up_to_the_limit(monkeypatch, tmp_path):
     summary = train(load_recipe(raw=raw), tmp_path / "run", quiet=True)
     assert summary["status"] == "completed"
     assert [(s["epoch"], s["step"]) for s in summary["skipped_steps"]] == sorted(bad)
-    assert "loss term 'ls' is nan" in summary["skipped_steps"][0]["problem"]
+    assert "loss term 'smoothing' is nan" in summary["skipped_steps"][0]["problem"]
     assert all(np.isfinite(line["train_loss"]) for line in map(json.loads, (tmp_path / "run" / "metrics.jsonl")
                                                                 .read_text().splitlines()))
     # one more bad step than the limit allows: the run stops at it

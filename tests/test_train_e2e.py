@@ -44,7 +44,7 @@ def test_run_directory_contract(tmp_path):
         assert 0 <= summary[block]["test_acc"] <= 1
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2, 3]
-    assert {"train_loss", "train_ls", "train_acc", "lr", "val_acc", "test_acc", "test_nll", "test_ece"} <= set(lines[0])
+    assert {"train_loss", "train_ce", "train_smoothing", "train_acc", "lr", "val_acc", "test_acc", "test_nll", "test_ece"} <= set(lines[0])
     assert summary["final"]["test_acc"] == lines[-1]["test_acc"]
     best_line = max(lines, key=lambda line: line["val_acc"])
     assert summary["best"]["epoch"] == best_line["epoch"]
