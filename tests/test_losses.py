@@ -1,4 +1,5 @@
-"""The foundation losses against independent computations and their known reductions (METHODS.md section 9)."""
+"""The foundation losses against independent computations and their known reductions (docs/methods/test_checklist.md
+§9)."""
 
 import pytest
 import torch

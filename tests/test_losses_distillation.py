@@ -1,5 +1,6 @@
 """The distillation losses (KD-KL, KD-MSE, reverse KL, DKD) against independent NumPy float64 computations, their
-analytic gradients and known identities (METHODS.md sections 4, 6.9 and 9)."""
+analytic gradients and known identities (docs/methods/kd.md §4, docs/methods/dkd.md §6.9 and
+docs/methods/test_checklist.md §9)."""
 
 import numpy as np
 import pytest
@@ -166,7 +167,8 @@ def test_kd_reverse_kl_gradcheck(alpha, tau):
 
 @pytest.mark.parametrize("tau", [1.0, 4.0, 0.5])
 def test_dkd_identity_per_sample(tau):
-    """TCKD + (1 - p^t_y(tau)) NCKD == tau^2 KL(p^t_tau || p^s_tau), for each sample on its own (METHODS.md 9)."""
+    """TCKD + (1 - p^t_y(tau)) NCKD == tau^2 KL(p^t_tau || p^s_tau), for each sample on its own
+    (docs/methods/test_checklist.md §9)."""
     z, zt, y = make(seed=7, dtype=torch.float64)
     for i in range(N):
         zi, zti, yi = z[i : i + 1], zt[i : i + 1], y[i : i + 1]

@@ -1,5 +1,6 @@
 """Teacher-free losses (Tf-KD_reg, LSR-OS(-TC), MbLS, Zipf's LS) against their known reductions and against
-independent NumPy float64 computations (METHODS.md sections 1.4, 2.2, 6.3, 6.6 and 9)."""
+independent NumPy float64 computations (docs/methods/lsr_os_tc.md §1.4, docs/methods/tfkd.md §2.2,
+docs/methods/zipf_ls.md §6.3, docs/methods/margin_smoothing.md §6.6 and docs/methods/test_checklist.md §9)."""
 
 import math
 
@@ -34,7 +35,7 @@ def _grad(fn, z, *args, **kwargs):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Independent NumPy float64 references (written from METHODS.md, not from the implementation).
+# Independent NumPy float64 references (written from docs/methods/, not from the implementation).
 
 
 def np_log_softmax(x):
@@ -111,14 +112,14 @@ def test_corrected_uniform_target_at_one_over_k_is_uniform():
 
 @pytest.mark.parametrize("k, expected", [(100, 0.01050), (10, 0.1045)])
 def test_tfkd_reference_teacher_correct_class_probability(k, expected):
-    """METHODS.md 1.3 table: softmax(p^d / T) at a = 0.99, T = 20."""
+    """docs/methods/lsr_os_tc.md §1.3 table: softmax(p^d / T) at a = 0.99, T = 20."""
     y = torch.tensor([0, k - 1])
     teacher = torch.softmax(corrected_uniform_target(y, k, 0.99, dtype=torch.float64) / 20.0, dim=1)
     assert teacher[torch.arange(2), y].numpy() == pytest.approx([expected, expected], abs=5e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# LSR-OS / LSR-OS-TC reductions (METHODS.md 1.2, 1.4, 9)
+# LSR-OS / LSR-OS-TC reductions (docs/methods/lsr_os_tc.md §1.2, docs/methods/lsr_os_tc.md §1.4 and docs/methods/test_checklist.md §9)
 
 
 @pytest.mark.parametrize("tau", [1.0, 2.5, 20.0])
@@ -199,7 +200,7 @@ def test_lsr_os_large_tau_is_half_logit_variance():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tf-KD_reg (METHODS.md 2.2)
+# Tf-KD_reg (docs/methods/tfkd.md §2.2)
 
 
 @pytest.mark.parametrize("alpha, tau, a", [(0.1, 20.0, 0.99), (0.95, 40.0, 0.9), (0.5, 1.0, 0.3)])
@@ -222,7 +223,7 @@ def test_tfkd_reg_reference_mode_is_one_over_k_of_batchmean_kl(multiplier):
     # And literally the repo's nn.KLDivLoss() (reduction='mean', /(N*K)).
     torch_mean = torch.nn.KLDivLoss()(F.log_softmax(z, 1), torch.from_numpy(teacher)).item()
     assert reg_part == pytest.approx(alpha * multiplier * torch_mean, **TOL)
-    if multiplier == 100.0:  # METHODS.md 2.2: ResNet18, m = 100, K = 100 gives 0.1 x KL
+    if multiplier == 100.0:  # docs/methods/tfkd.md §2.2: ResNet18, m = 100, K = 100 gives 0.1 x KL
         assert reg_part == pytest.approx(0.1 * kl, **TOL)
 
 
@@ -233,7 +234,7 @@ def test_tfkd_reg_alpha_zero_is_cross_entropy():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# MbLS (METHODS.md 6.6) and Zipf's LS (METHODS.md 6.3)
+# MbLS (docs/methods/margin_smoothing.md §6.6) and Zipf's LS (docs/methods/zipf_ls.md §6.3)
 
 
 @pytest.mark.parametrize("margin, lam", [(10.0, 0.1), (2.0, 0.5), (0.0, 1.0)])

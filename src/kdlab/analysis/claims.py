@@ -17,7 +17,7 @@ The claims file (YAML)::
     claims:
       - id: 1
         title: LSR-OS improves on LSR ...
-        source: Wang et al. 2021 (METHODS.md §1)
+        source: Wang et al. 2021 (docs/methods/lsr_os_tc.md §1)
         studies: [fsdd/offline, fashion_mnist/offline]
         groups: [ce, ls, lsr_os, lsr_os_tc]      # rows of its tables (default: the groups its checks name)
         metrics: [acc, nll, ece, ece_ts]         # columns (this is the default)

@@ -9,7 +9,8 @@ Conventions shown in the figures:
 
 * Reliability diagrams (Guo et al. 2017; Müller et al. 2019 Fig. 3): conf_i = max_k softmax(z_i)_k, bins
   (m/n_bins, (m+1)/n_bins] equal-width and right-closed, per-bin accuracy bars, the gap to the mean confidence shaded,
-  the share of samples per bin underneath, ECE (METHODS.md section 6.5, :func:`kdlab.metrics.ece`) in the title.
+  the share of samples per bin underneath, ECE (docs/methods/calibration.md §6.5, :func:`kdlab.metrics.ece`) in the
+  title.
 * Projections (Müller et al. 2019 Fig. 1; :mod:`kdlab.analysis.projection`): one column per run, rows train / test,
   every subplot on the same x and y limits with equal aspect, so cluster sizes can be compared across panels.
 """

@@ -2,7 +2,8 @@
 
 The logits are z_k = x̃ · w̃_k with x̃ = [x, 1] the penultimate activation augmented by a constant 1 and
 w̃_k = [W_k, b_k] the *template* of class k (the last-layer weight row with its bias folded in). The paper's
-procedure (METHODS.md section 3.2): "(1) Pick three classes, (2) Find an orthonormal basis of the plane crossing the
+procedure (docs/methods/label_smoothing.md §3.2): "(1) Pick three classes, (2) Find an orthonormal basis of the plane
+crossing the
 templates of these three classes, (3) Project the penultimate layer activations of examples from these three
 classes onto this plane." With label smoothing the projected clusters are tight and sit on a regular triangle.
 

@@ -3,7 +3,7 @@
 Every loss returns the batch mean as a scalar tensor and takes the student logits ``z`` (N x K) first, then the
 teacher logits ``zt`` where there is a teacher, then the labels ``y``. Conventions (KL ``batchmean``, the tau^2
 factor, how smoothing mass is split) are explicit arguments, never hidden state; each function's docstring gives
-its formula and its source in ``METHODS.md``.
+its formula and its source in ``docs/methods/``.
 """
 
 from kdlab.losses.cross_entropy import cross_entropy, soft_cross_entropy

@@ -1,7 +1,8 @@
-"""Offline knowledge-distillation losses of student logits ``z`` towards teacher logits ``zt`` (METHODS.md section 4).
+"""Offline knowledge-distillation losses of student logits ``z`` towards teacher logits ``zt`` (docs/methods/kd.md §4).
 
 Each loss is ``(1 - alpha) * CE(z, y) + alpha * D(z, zt)``, the sum of the two weighted terms of :func:`kd_terms`
-(the one place where they are mixed), returned as the batch mean, a scalar tensor. The teacher ``zt`` is detached: it never receives gradient. Everything is computed in
+(the one place where they are mixed), returned as the batch mean, a scalar tensor. The teacher ``zt`` is detached: it
+never receives gradient. Everything is computed in
 float32 under bf16/fp16 autocast and in float64 when the student logits are float64; the teacher is cast to the
 student's compute dtype.
 """
@@ -56,7 +57,8 @@ def _total(terms: dict[str, torch.Tensor]) -> torch.Tensor:
 def kd_kl(z: torch.Tensor, zt: torch.Tensor, y: torch.Tensor, alpha: float = 0.9, tau: float = 4.0) -> torch.Tensor:
     """Hinton KD: L = (1 - alpha) CE(z, y) + alpha tau^2 KL(softmax(zt / tau) || softmax(z / tau)), KL batchmean.
 
-    Source: Hinton, Vinyals & Dean 2015; METHODS.md 4.1. The defaults (0.1 CE + 0.9 KD at tau = 4) are RepDistiller's
+    Source: Hinton, Vinyals & Dean 2015; docs/methods/kd.md §4.1. The defaults (0.1 CE + 0.9 KD at tau = 4) are
+    RepDistiller's
     ``-r 0.1 -a 0.9 --kd_T 4`` and mdistiller's CIFAR ``KD`` config. Gradient per sample (divided by N in the batch
     mean): dL/dz = (1 - alpha)(softmax(z) - onehot(y)) + alpha tau (softmax(z / tau) - softmax(zt / tau)).
     ``alpha = 0`` is plain cross-entropy. The teacher is detached.
@@ -69,7 +71,8 @@ def kd_mse(z: torch.Tensor, zt: torch.Tensor, y: torch.Tensor, alpha: float = 1.
 
     Source: Kim et al., IJCAI 2021, code jhoon-oh/kd_data ``--logit l2_logit``: ``nn.MSELoss()(z, zt)``, the mean over
     all N*K elements (the paper's ||z - zt||^2 divided by K per sample), with no CE term, i.e. the default
-    ``alpha = 1`` (METHODS.md 4.2). At ``alpha = 1`` this equals ``F.mse_loss(z, zt)``. The teacher is detached.
+    ``alpha = 1`` (docs/methods/kd.md §4.2). At ``alpha = 1`` this equals ``F.mse_loss(z, zt)``. The teacher is
+    detached.
     """
     return _total(kd_terms(z, zt, y, alpha, kind="mse"))
 
@@ -79,8 +82,9 @@ def kd_reverse_kl(
 ) -> torch.Tensor:
     """Reverse-KL KD: L = (1 - alpha) CE(z, y) + alpha tau^2 KL(softmax(z / tau) || softmax(zt / tau)), KL batchmean.
 
-    The mode-seeking direction of the KD divergence (the "reverse KL" half of BD-KD, METHODS.md 6.8; the weights and
-    tau^2 factor follow Hinton KD, METHODS.md 4.1). The student appears in both places of the KL (the weighting
+    The mode-seeking direction of the KD divergence (the "reverse KL" half of BD-KD, docs/methods/bdkd.md §6.8; the
+    weights and
+    tau^2 factor follow Hinton KD, docs/methods/kd.md §4.1). The student appears in both places of the KL (the weighting
     distribution and its log), and gradient flows through both; the teacher is detached.
     """
     return _total(kd_terms(z, zt, y, alpha, tau, "reverse_kl"))

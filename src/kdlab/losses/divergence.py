@@ -4,7 +4,8 @@
   RepDistiller, mdistiller, OKDDip and kd_data use). ``torch.nn.KLDivLoss()``'s default ``'mean'`` divides by N*K
   instead; the Tf-KD reference mode asks for that explicitly.
 * The ``tau**2`` factor (Hinton et al. 2015) keeps gradient magnitudes comparable across temperatures: the gradient
-  of tau^2 KL(t || softmax(z/tau)) with respect to z is tau (softmax(z/tau) - t) per sample (METHODS.md section 1.4).
+  of tau^2 KL(t || softmax(z/tau)) with respect to z is tau (softmax(z/tau) - t) per sample
+  (docs/methods/lsr_os_tc.md §1.4).
 * Targets never carry gradient here: callers that want gradient through a target (online distillation's
   non-detached peers) pass it undetached to :func:`kl_to_logits` with ``detach_target=False``.
 """

@@ -1,4 +1,4 @@
-"""Decoupled knowledge distillation (DKD; Zhao et al., CVPR 2022), METHODS.md section 6.9.
+"""Decoupled knowledge distillation (DKD; Zhao et al., CVPR 2022), docs/methods/dkd.md §6.9.
 
 Semantics follow megvii-research/mdistiller ``mdistiller/distillers/DKD.py`` (``dkd_loss``), written independently:
 
@@ -64,10 +64,10 @@ def dkd_parts(
 def dkd(
     z: torch.Tensor, zt: torch.Tensor, y: torch.Tensor, alpha: float = 1.0, beta: float = 8.0, tau: float = 4.0
 ) -> torch.Tensor:
-    """DKD loss: alpha * TCKD + beta * NCKD, batch mean (mdistiller ``dkd_loss``; METHODS.md 6.9).
+    """DKD loss: alpha * TCKD + beta * NCKD, batch mean (mdistiller ``dkd_loss``; docs/methods/dkd.md §6.9).
 
     Defaults are mdistiller's CIFAR-100 res32x4 -> res8x4 config (alpha 1, beta 8, T 4); beta is 2 or 6 for other
-    pairs (METHODS.md 6.9 table). The method's full loss, CE + min(epoch / warmup, 1) * dkd(...), adds the
+    pairs (docs/methods/dkd.md §6.9 table). The method's full loss, CE + min(epoch / warmup, 1) * dkd(...), adds the
     cross-entropy and the warm-up outside this function. ``alpha`` and ``beta`` are non-negative weights.
     """
     for name, weight in (("alpha", alpha), ("beta", beta)):

@@ -1,4 +1,4 @@
-"""Online distillation losses: peers that teach each other while they train (METHODS.md section 5).
+"""Online distillation losses: peers that teach each other while they train (docs/methods/online.md §5).
 
 Each ``*_terms`` function returns the named loss terms (batch means, scalar tensors) that its method logs; the
 function without the suffix returns their sum. ``z_i`` are the logits (N x K) of the m peers, ``y`` the labels,
@@ -114,8 +114,9 @@ def bdkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: to
                weight: float = 1.0, sharpness: float = 1.0,
                detach_targets: bool = True) -> dict[str, torch.Tensor]:
     """EXPERIMENTAL: BD-KD (Amara et al. 2022, arXiv 2212.12965), an online teacher and student with sample-wise
-    balanced forward and reverse KL. The paper's exact weighting is not published in reach (METHODS.md 6.8: no
-    official code, UNVERIFIED); this is METHODS.md's placeholder, with every free choice a parameter:
+    balanced forward and reverse KL. The paper's exact weighting is not published in reach (docs/methods/bdkd.md
+    §6.8: no
+    official code, UNVERIFIED); this is the placeholder of docs/methods/bdkd.md, with every free choice a parameter:
 
     p_s = softmax(z_s/tau), p_t = softmax(z_t/tau); w_n = sigmoid(sharpness * (H(p_s,n) - H(p_t,n))) (a constant);
     ce = CE(z_s, y) + CE(z_t, y);

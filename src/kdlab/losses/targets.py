@@ -46,9 +46,9 @@ def corrected_uniform_target(
     Requires 1/K <= beta < 1 (beta = 1/K gives the uniform distribution u exactly; beta -> 1 would be one-hot). Two
     losses build their teacher with it:
 
-    * LSR-OS-TC's "teacher correction" t_beta (METHODS.md section 1.2, RECONSTRUCTED), used by
+    * LSR-OS-TC's "teacher correction" t_beta (docs/methods/lsr_os_tc.md §1.2, RECONSTRUCTED), used by
       :func:`kdlab.losses.teacher_free.lsr_os_tc`.
-    * Tf-KD_reg's hand-made teacher p^d, with ``beta = a`` (a = 0.99 in the paper and code; METHODS.md sections 2.1
+    * Tf-KD_reg's hand-made teacher p^d, with ``beta = a`` (a = 0.99 in the paper and code; docs/methods/tfkd.md §2.1
       Eq. (8) and 2.2), used by :func:`kdlab.losses.teacher_free.tfkd_reg`.
 
     It is the same vector as ``smoothed_labels(labels, K, 1 - beta, split="others")``.

@@ -1,14 +1,14 @@
 """Teacher-free regularisers: a hand-made or uniform "virtual teacher" instead of a trained one.
 
 * :func:`tfkd_reg`: Tf-KD_reg (Yuan et al., CVPR 2020), in the paper's form or exactly as the authors' code computes it
-  (METHODS.md section 2).
+  (docs/methods/tfkd.md §2).
 * :func:`lsr_os_tc` and its special case :func:`lsr_os`: output smoothing (OS) and teacher correction (TC)
   (Wang et al., Applied Sciences 2021). The paper's equations could not be read; these are the RECONSTRUCTED losses of
-  METHODS.md section 1.2, with its open ambiguities as switches.
-* :func:`mbls`: margin-based label smoothing (Liu et al., CVPR 2022; METHODS.md section 6.6).
+  docs/methods/lsr_os_tc.md §1.2, with its open ambiguities as switches.
+* :func:`mbls`: margin-based label smoothing (Liu et al., CVPR 2022; docs/methods/margin_smoothing.md §6.6).
 
 Every loss returns the batch mean as a scalar tensor, computes in float32 under autocast and keeps float64 inputs in
-float64. KL terms are ``batchmean`` with the tau^2 factor (METHODS.md section 0.3) unless stated otherwise.
+float64. KL terms are ``batchmean`` with the tau^2 factor (docs/methods/conventions.md §0.3) unless stated otherwise.
 """
 
 from __future__ import annotations
@@ -40,13 +40,14 @@ def tfkd_reg_terms(z: torch.Tensor, y: torch.Tensor, alpha: float = 0.1, tau: fl
 
     p^d is :func:`kdlab.losses.targets.corrected_uniform_target` with beta = a (Tf-KD Eq. (8)). Two forms:
 
-    * ``mode="paper"`` (default; Tf-KD Eq. (9) with kdlab's KD conventions, METHODS.md sections 1.3 and 2.1)::
+    * ``mode="paper"`` (default; Tf-KD Eq. (9) with kdlab's KD conventions, docs/methods/lsr_os_tc.md §1.3 and
+      docs/methods/tfkd.md §2.1)::
 
           (1 - alpha) CE(z, y) + alpha * tau^2 * KL( softmax(log(p^d) / tau) || softmax(z / tau) )     batchmean
 
       The teacher p^d_tau is p^d softened as a distribution (its log-probabilities are its logits), the student is
       softened with the same tau, and the tau^2 factor is applied. ``multiplier`` is ignored in this mode.
-    * ``mode="reference"`` (the authors' code ``loss_kd_regularization`` exactly, METHODS.md section 2.2)::
+    * ``mode="reference"`` (the authors' code ``loss_kd_regularization`` exactly, docs/methods/tfkd.md §2.2)::
 
           (1 - alpha) CE(z, y) + alpha * multiplier * KLDivLoss_mean( log_softmax(z), softmax(p^d / tau) )
 
@@ -93,7 +94,7 @@ def lsr_os_tc(z: torch.Tensor, y: torch.Tensor, eps: float = 0.1, tau: float = 1
 def lsr_os_tc_terms(z: torch.Tensor, y: torch.Tensor, eps: float = 0.1, tau: float = 1.0, beta: float | None = None,
                     tau_squared: bool = True, teacher_tau: float | None = None) -> dict[str, torch.Tensor]:
     """LSR-OS-TC as its two weighted terms {"ce": (1 - eps) CE, "os": eps tau^2 KL(t || softmax(z / tau))}: label
-    smoothing with output smoothing and teacher correction [RECONSTRUCTED, METHODS.md 1.2]::
+    smoothing with output smoothing and teacher correction [RECONSTRUCTED, docs/methods/lsr_os_tc.md §1.2]::
 
         (1 - eps) CE(z, y) + eps * tau^2 * KL( t || softmax(z / tau) )        batchmean
 
@@ -101,13 +102,14 @@ def lsr_os_tc_terms(z: torch.Tensor, y: torch.Tensor, eps: float = 0.1, tau: flo
     :func:`kdlab.losses.targets.corrected_uniform_target`); ``beta=None`` means the uniform teacher u (same as
     beta = 1/K), which is LSR-OS (:func:`lsr_os`). With tau = 1 and beta = 1/K the loss is uniform label smoothing
     minus the constant eps*H(u), with the same gradient; at tau = 1, TC only re-parametrises LSR with
-    eps_eff = eps*K*(1-beta)/(K-1) (METHODS.md 1.4), so TC adds something new only for tau > 1.
+    eps_eff = eps*K*(1-beta)/(K-1) (docs/methods/lsr_os_tc.md §1.4), so TC adds something new only for tau > 1.
 
-    The paper could not be read; its three open ambiguities (METHODS.md 1.2) are handled as follows:
+    The paper could not be read; its three open ambiguities (docs/methods/lsr_os_tc.md §1.2) are handled as follows:
 
     1. ``tau_squared`` (default True, the Hinton/KD convention): multiply the KL by tau^2. False drops the factor.
     2. ``teacher_tau`` (default None: the teacher t_beta is used as is). A number tau_t > 0 softens the teacher
-       Tf-KD-code style as ``softmax(t_beta / tau_t)`` (a softmax of the probability vector, METHODS.md 1.3).
+       Tf-KD-code style as ``softmax(t_beta / tau_t)`` (a softmax of the probability vector,
+       docs/methods/lsr_os_tc.md §1.3).
     3. Not a switch: the CE term is on the hard labels, as in Tf-KD Eq. (9).
 
     Arguments: 0 <= eps < 1, tau > 0, beta None or 1/K <= beta < 1, teacher_tau None or > 0.
@@ -133,13 +135,13 @@ def lsr_os_tc_terms(z: torch.Tensor, y: torch.Tensor, eps: float = 0.1, tau: flo
 
 
 def lsr_os(z: torch.Tensor, y: torch.Tensor, eps: float = 0.1, tau: float = 1.0) -> torch.Tensor:
-    """LSR-OS: label smoothing with a softened output [RECONSTRUCTED, METHODS.md 1.2]::
+    """LSR-OS: label smoothing with a softened output [RECONSTRUCTED, docs/methods/lsr_os_tc.md §1.2]::
 
         (1 - eps) CE(z, y) + eps * tau^2 * KL( u || softmax(z / tau) )        batchmean, u = 1/K
 
     :func:`lsr_os_tc` with ``beta=None`` and its defaults (tau^2 on, teacher unsoftened). At tau = 1 it is uniform
     label smoothing minus the constant eps*H(u); for large tau the KL part tends to 0.5 * the per-sample variance of
-    the logits over classes (METHODS.md 1.4).
+    the logits over classes (docs/methods/lsr_os_tc.md §1.4).
     """
     return lsr_os_tc(z, y, eps=eps, tau=tau, beta=None)
 
@@ -156,7 +158,8 @@ def mbls(z: torch.Tensor, y: torch.Tensor, margin: float = 10.0, lam: float = 0.
 
 
 def mbls_terms(z: torch.Tensor, y: torch.Tensor, margin: float = 10.0, lam: float = 0.1) -> dict[str, torch.Tensor]:
-    """MbLS as its two terms {"ce": CE, "margin": lam * the mean hinge below}, margin-based label smoothing (Liu et al., CVPR 2022; METHODS.md 6.6, code ``logit_margin_l1.py``)::
+    """MbLS as its two terms {"ce": CE, "margin": lam * the mean hinge below}, margin-based label smoothing (Liu et
+    al., CVPR 2022; docs/methods/margin_smoothing.md §6.6, code ``logit_margin_l1.py``)::
 
         CE(z, y) + lam * mean_{i,k} relu( max_j z_ij - z_ik - margin )
 

@@ -1,4 +1,4 @@
-"""Zipf's label smoothing (Liang et al., ECCV 2022; METHODS.md section 6.3, code megvii-research/zipfls).
+"""Zipf's label smoothing (Liang et al., ECCV 2022; docs/methods/zipf_ls.md §6.3, code megvii-research/zipfls).
 
 The soft target over the wrong classes follows a Zipf law over the classes' ranks, where the ranks come from the
 model's own dense predictions: the final linear classifier applied at every spatial position of the last feature map
@@ -40,7 +40,8 @@ def zipf_ranks(dense_logits: torch.Tensor) -> torch.Tensor:
     return 1 + k - not_greater
 
 
-def zipf_ls(z: torch.Tensor, y: torch.Tensor, ranks: torch.Tensor, lam: float = 0.1, power: float = 1.0) -> torch.Tensor:
+def zipf_ls(z: torch.Tensor, y: torch.Tensor, ranks: torch.Tensor, lam: float = 0.1,
+            power: float = 1.0) -> torch.Tensor:
     """Zipf's LS, the sum of :func:`zipf_ls_terms`."""
     terms = zipf_ls_terms(z, y, ranks, lam, power)
     return terms["ce"] + terms["zipf"]

@@ -1,5 +1,5 @@
-"""``bdkd``: EXPERIMENTAL online teacher + student with balanced forward / reverse KL (Amara et al. 2022; METHODS.md
-6.8: the exact weighting is UNVERIFIED, see :func:`kdlab.losses.online.bdkd_terms`)."""
+"""``bdkd``: EXPERIMENTAL online teacher + student with balanced forward / reverse KL (Amara et al. 2022;
+docs/methods/bdkd.md §6.8: the exact weighting is UNVERIFIED, see :func:`kdlab.losses.online.bdkd_terms`)."""
 
 from pydantic import Field
 

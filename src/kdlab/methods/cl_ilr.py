@@ -1,5 +1,5 @@
 """``cl_ilr``: collaborative learning with intermediate-level representation sharing (Song & Chai 2018), as
-OKDDip's ``train_one.py --avg --bpscale`` runs it (METHODS.md section 5.3)."""
+OKDDip's ``train_one.py --avg --bpscale`` runs it (docs/methods/online.md §5.3)."""
 
 from kdlab import losses
 from kdlab.methods import register

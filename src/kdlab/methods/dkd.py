@@ -12,7 +12,7 @@ class DecoupledKD(WithTeacher):
     """L = ce_weight CE + min((epoch + 1) / warmup, 1) (alpha TCKD + beta NCKD), terms ``ce``, ``tckd``, ``nckd``.
 
     TCKD and NCKD are :func:`kdlab.losses.dkd_parts`; epochs count from 1 in the warm-up as in mdistiller. Defaults:
-    CIFAR-100 (alpha 1, beta 8, tau 4, warm-up 20); beta per pair in METHODS.md section 6.9.
+    CIFAR-100 (alpha 1, beta 8, tau 4, warm-up 20); beta per pair in docs/methods/dkd.md §6.9.
     """
 
     class Params(TeacherParams):

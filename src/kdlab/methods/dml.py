@@ -1,5 +1,5 @@
 """``dml``: deep mutual learning (Zhang et al. 2018) as OKDDip's ``train_DML.py`` runs it: every peer updated in one
-joint step, targets not detached by default (METHODS.md section 5.3)."""
+joint step, targets not detached by default (docs/methods/online.md §5.3)."""
 
 from pydantic import Field
 
@@ -13,7 +13,8 @@ class DeepMutualLearning(OnlineMethod):
     """L = sum_i CE(z_i, y) + weight * w(e) * sum_i 1/(m-1) sum_{j != i} tau^2 KL(softmax(z_j/tau) || softmax(z_i/tau)).
 
     Defaults: independent networks (``trunk_stages: 0``), m = 2 peers, tau 3, no ramp-up. The original DML
-    alternates the peers' updates and uses tau = 1 [METHODS.md: UNVERIFIED]; set ``tau: 1`` for the latter.
+    alternates the peers' updates and uses tau = 1 [docs/methods/online.md §5.3: UNVERIFIED]; set ``tau: 1`` for the
+    latter.
     """
 
     class Params(OnlineParams):

@@ -14,7 +14,7 @@ class KnowledgeDistillation(WithTeacher):
 
     D is ``kl``: tau^2 KL(softmax(z^t/tau) || softmax(z/tau)) (batchmean); ``reverse_kl``: tau^2 KL(softmax(z/tau) ||
     softmax(z^t/tau)); or ``mse``: mean over N*K of (z - z^t)^2 (kd_data's convention; tau unused). Defaults are the
-    CIFAR-100 benchmark's 0.1 CE + 0.9 KD at tau 4 (RepDistiller, mdistiller; METHODS.md section 4.1).
+    CIFAR-100 benchmark's 0.1 CE + 0.9 KD at tau 4 (RepDistiller, mdistiller; docs/methods/kd.md §4.1).
     """
 
     class Params(TeacherParams):

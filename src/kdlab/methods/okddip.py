@@ -1,5 +1,5 @@
 """``okddip``: online knowledge distillation with diverse peers (Chen et al. 2020), as ``train_GL.py`` /
-``resnet_GL.py`` run it (METHODS.md section 5)."""
+``resnet_GL.py`` run it (docs/methods/online.md §5)."""
 
 import torch
 import torch.nn as nn

@@ -1,5 +1,5 @@
 """``one``: on-the-fly native ensemble (Lan et al. 2018), as OKDDip's ``train_one.py`` / ``resnet_one.py`` run it
-(METHODS.md section 5.3)."""
+(docs/methods/online.md §5.3)."""
 
 import torch
 import torch.nn as nn

@@ -1,4 +1,4 @@
-"""The base of online distillation: peers that teach each other while they train (METHODS.md section 5).
+"""The base of online distillation: peers that teach each other while they train (docs/methods/online.md §5).
 
 An online method trains a :class:`~kdlab.models.multibranch.MultiBranch` network (``model.name`` split into a shared
 trunk and branches, or ``trunk_stages: 0`` for independent networks) and names its heads: the branches

@@ -1,6 +1,7 @@
 """``lsr_os`` and ``lsr_os_tc``: label smoothing with output smoothing and teacher correction (Wang et al. 2021).
 
-RECONSTRUCTED from the paper's abstract and Tf-KD (METHODS.md section 1.2); the switches for its open ambiguities
+RECONSTRUCTED from the paper's abstract and Tf-KD (docs/methods/lsr_os_tc.md §1.2); the switches for its open
+ambiguities
 are parameters of :func:`kdlab.losses.lsr_os_tc` and of these methods.
 """
 
@@ -34,7 +35,8 @@ class LabelSmoothingOutputSmoothingTeacherCorrection(Method):
     """L = (1 - eps) CE(z, y) + eps tau^2 KL(t_beta || softmax(z / tau)); t_beta puts beta on the true class. Logged
     as ``ce`` and ``os`` (the weighted output-smoothing KL).
 
-    ``beta: null`` is the uniform teacher (LSR-OS). ``tau_squared`` and ``teacher_tau`` are METHODS.md 1.2's
+    ``beta: null`` is the uniform teacher (LSR-OS). ``tau_squared`` and ``teacher_tau`` are docs/methods/lsr_os_tc.md
+    §1.2's
     ambiguities 1 and 2 (defaults: tau^2 on, teacher used as is).
     """
 

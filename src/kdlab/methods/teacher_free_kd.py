@@ -17,7 +17,7 @@ class TeacherFreeRegularisation(Method):
 
     ``mode: paper`` reads Eq. 9 literally; ``mode: reference`` reproduces the authors' code (softmax of the
     probability vector / tau, unsoftened student, KL averaged over N*K, times ``multiplier``); see
-    :func:`kdlab.losses.tfkd_reg` and METHODS.md section 2. Logged as ``ce`` and ``kd``, each weighted.
+    :func:`kdlab.losses.tfkd_reg` and docs/methods/tfkd.md §2. Logged as ``ce`` and ``kd``, each weighted.
     """
 
     class Params(BaseModel):

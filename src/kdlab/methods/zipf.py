@@ -1,4 +1,5 @@
-"""``zipf_ls``: Zipf's label smoothing (Liang et al., ECCV 2022; megvii-research/zipfls; METHODS.md section 6.3)."""
+"""``zipf_ls``: Zipf's label smoothing (Liang et al., ECCV 2022; megvii-research/zipfls; docs/methods/zipf_ls.md
+§6.3)."""
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field

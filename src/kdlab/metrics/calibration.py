@@ -68,7 +68,7 @@ def ece(logits, labels, n_bins: int = 15) -> float:
 
     conf_i = max_k softmax(z_i)_k, acc_i = 1[argmax z_i = y_i]; bin m is (m/n_bins, (m+1)/n_bins];
     ECE = sum_m |B_m|/n * |mean_{B_m} acc - mean_{B_m} conf|, empty bins skipped. This is the binning of
-    gpleiss/temperature_scaling and by-liu/MbLS (METHODS.md section 6.5). Implemented directly, not with
+    gpleiss/temperature_scaling and by-liu/MbLS (docs/methods/calibration.md §6.5). Implemented directly, not with
     torchmetrics, whose bins are left-closed (see the module docstring for where the two agree).
     """
     _check_n_bins(n_bins)

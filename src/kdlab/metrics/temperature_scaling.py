@@ -1,4 +1,4 @@
-"""Post-hoc temperature scaling (Guo et al., ICML 2017; METHODS.md section 6.5).
+"""Post-hoc temperature scaling (Guo et al., ICML 2017; docs/methods/calibration.md §6.5).
 
 One scalar T > 0 is fitted on held-out (validation) logits by minimising the NLL of softmax(z / T); test logits
 are then divided by T. Accuracy is unchanged (argmax is invariant to a positive scale).

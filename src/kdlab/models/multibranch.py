@@ -1,4 +1,4 @@
-"""Several networks that share their first stages: the models of online distillation (METHODS.md section 5.1).
+"""Several networks that share their first stages: the models of online distillation (docs/methods/online.md §5.1).
 
 ``MultiBranch("resnet32", num_classes, branches=4)`` builds four copies of a zoo network whose stage list
 (:attr:`Classifier.stage_modules`) is split after ``trunk_stages`` stages: the first copy keeps the trunk, and

@@ -12,7 +12,7 @@ Bottleneck networks: ONE (Lan et al. 2018), CL-ILR and OKDDip (Chen et al. 2020,
 16, 32 and 64 planes, but with torchvision-style bottleneck blocks (1x1 reduce, 3x3 with the stride, 1x1 expand to
 4 x planes; n = (depth - 2) / 9 blocks per stage): ResNet-110 is [12, 12, 12] blocks with inner width = planes,
 WRN-20-8 is [2, 2, 2] blocks with an inner width 8 x planes (torchvision's ``width_per_group = 64 * 8``). Both end
-in 256 features, the feature widths METHODS.md section 5.1 gives for OKDDip's attention. ``wrn_20_8`` is therefore
+in 256 features, the feature widths docs/methods/online.md §5.1 gives for OKDDip's attention. ``wrn_20_8`` is therefore
 *not* a Zagoruyko-Komodakis wide ResNet (those are ``wrn_D_K`` with D = 6n + 4, :mod:`kdlab.models.wide_resnet`);
 the name is the one these papers use.
 
