@@ -99,7 +99,34 @@ class DataConfig(Strict):
 
 
 class ModelConfig(Strict):
-    name: str = Field(description="a name from kdlab.models.names(), or wrn_D_K")
+    name: str = Field(description="a name from kdlab.models.names(), wrn_D_K, or timm:<name>, torchvision:<name>, "
+                      "hf:<folder> (optional extras: pip install 'kdlab[timm]' ...)")
+    pretrained: str | None = Field(None, description="weights to start from: a local safetensors / PyTorch file "
+                                   "(hf: the save_pretrained folder); a head of another class count is replaced")
+    num_classes: int | None = Field(None, ge=1, description="the model's classes; None: the data's (it must match "
+                                    "them: kept as a check)")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the library's builder "
+                                    "(timm.create_model, torchvision get_model, transformers config fields)")
+    download: bool = Field(False, description="allow fetching the library's pretrained weights from its hub "
+                           "(offline by default)")
+
+    @field_validator("pretrained")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return None if value is None else os.path.normpath(Path(os.path.expandvars(value)).expanduser().absolute())
+
+    @field_validator("name")
+    @classmethod
+    def _hf_folder(cls, value: str) -> str:
+        # hf:<folder> is stored absolute, like every data path, so the run's config.yaml works from anywhere.
+        prefix, _, rest = value.partition(":")
+        if prefix == "hf" and rest and Path(os.path.expanduser(rest)).exists():
+            return "hf:" + os.path.normpath(Path(os.path.expanduser(rest)).absolute())
+        return value
+
+    def build_args(self) -> dict:
+        """The keyword arguments of :func:`kdlab.models.create` beyond name and classes."""
+        return {"pretrained": self.pretrained, "options": self.options, "download": self.download}
 
 
 class MethodConfig(BaseModel):
@@ -318,7 +345,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] = (), raw: 
         raise KdlabError(f"{where}: the recipe is nested too deeply") from None
     from kdlab import methods, models
 
-    models.check_name(recipe.model.name, where)
+    models.check_name(recipe.model.name, where, recipe.model.download)
     method_cls = methods.get(recipe.method.name, where=where)
     try:
         params = method_cls.Params.model_validate(recipe.method.model_extra or {})

@@ -38,7 +38,8 @@ def export_head(run_dir: str | Path, head: str, out: str | Path) -> Path:
     context = methods.MethodContext(dataset, data.mean, data.std, recipe.model.name,
                                     input_shape=model_input_shape(data, dataset),
                                     features=features_record(data, dataset))
-    method = cls(models.create(recipe.model.name, len(dataset.classes), in_channels=context.in_channels),
+    method = cls(models.create(recipe.model.name, len(dataset.classes), in_channels=context.in_channels,
+                                   options=recipe.model.options),
                  method_params(recipe), context)
     state = read_state(run.checkpoint)
     load_state_into(method, load_tensors(run.checkpoint / state["method_file"], state["sha256"][state["method_file"]]),

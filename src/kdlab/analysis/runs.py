@@ -65,7 +65,8 @@ def load_run(run_dir: str | Path, checkpoint: Literal["final", "best"] = "final"
     runtime = resolve_runtime(recipe.runtime)
     data = summary_data(run, summary)
     in_channels = 1 if data.get("features") else int(data["input_shape"][-1])  # audio: one log-mel channel
-    model = models.create(recipe.model.name, num_classes=int(data["classes"]), in_channels=in_channels)
+    model = models.create(recipe.model.name, num_classes=int(data["classes"]), in_channels=in_channels,
+                          options=recipe.model.options)
     weights = run.checkpoint / WEIGHTS[checkpoint]
     load_state_into(model, load_tensors(weights), weights)
     model.to(runtime.device)

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-import os
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kdlab.errors import KdlabError
 from kdlab.methods.base import Method, MethodContext
+from kdlab.teacher.spec import LibraryTeacherSpec, parse_teacher
 
 
 class TeacherParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    teacher: str = Field(description="the teacher's run directory")
-    teacher_checkpoint: Literal["final", "best"] = Field("final", description="the teacher's final or best-epoch weights")
+    teacher: str | LibraryTeacherSpec = Field(description="the teacher's run directory, or a model with its weights "
+                                              "and classes (see kdlab.teacher.spec)")
+    teacher_checkpoint: Literal["final", "best"] = Field("final", description="the teacher's final or best-epoch "
+                                                         "weights (run directories)")
 
-    @field_validator("teacher")
+    @field_validator("teacher", mode="before")
     @classmethod
-    def _absolute(cls, value: str) -> str:
-        return os.path.normpath(os.path.abspath(os.path.expanduser(os.path.expandvars(value))))
+    def _teacher(cls, value):
+        return parse_teacher(value)
 
 
 class WithTeacher(Method):

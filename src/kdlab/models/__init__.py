@@ -7,6 +7,9 @@ Contract every registered model follows (the engine, the analysis code and later
   penultimate activations (N x D) that enter the final linear layer;
 * ``model.classifier`` is that final ``nn.Linear`` (its rows are Mueller et al.'s class templates);
 * ``model.feature_dim`` is D.
+
+Besides the zoo's names, ``timm:<name>``, ``torchvision:<name>`` and ``hf:<folder>`` build models of those libraries
+under the same contract (:mod:`kdlab.models.libraries`; each an optional extra).
 """
 
 from __future__ import annotations
@@ -44,9 +47,15 @@ def _unknown(name: str) -> str:
     return f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}, or any wrn_D_K with D = 6n+4"
 
 
-def check_name(name: str, where: str = "recipe") -> None:
-    """A one-line KdlabError naming ``where`` and ``model.name`` unless ``name`` is a registered model or a
-    ``wrn_D_K``: so a recipe with a mistyped model fails before its data are read."""
+def check_name(name: str, where: str = "recipe", download: bool = False) -> None:
+    """A one-line KdlabError naming ``where`` and ``model.name`` unless ``name`` is a registered model, a
+    ``wrn_D_K`` or a library model that its (installed) library knows: so a recipe with a mistyped model fails
+    before its data are read."""
+    from kdlab.models import libraries
+
+    if libraries.is_library_name(name):
+        libraries.check(name, where, download)
+        return
     _load_zoo()
     if name in _REGISTRY:
         return
@@ -61,12 +70,32 @@ def check_name(name: str, where: str = "recipe") -> None:
         raise KdlabError(f"{where}: model.name: {error}") from None
 
 
-def create(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+def create(name: str, num_classes: int, in_channels: int = 3, *, pretrained: str | None = None,
+           options: dict | None = None, download: bool = False) -> nn.Module:
     """Build the model ``name`` for ``num_classes`` classes and ``in_channels`` input channels.
 
     Besides the registered names, any ``wrn_D_K`` (a wide ResNet of depth D = 6n + 4 and widen factor K) is built on
-    the fly.
+    the fly, and ``timm:`` / ``torchvision:`` / ``hf:`` names by their library (:mod:`kdlab.models.libraries`), with
+    ``options`` for its builder, weights from the local file ``pretrained`` (zoo models too: a ``model.safetensors``
+    of a kdlab run), and the library's pretrained weights only with ``download``.
     """
+    from kdlab.models import libraries
+
+    if libraries.is_library_name(name):
+        return libraries.create(name, num_classes, in_channels, pretrained=pretrained, options=options,
+                                download=download)
+    if options:
+        raise KdlabError(f"model {name}: model.options are for timm:, torchvision: and hf: models")
+    model = _create_zoo(name, num_classes, in_channels)
+    if pretrained is not None:
+        from kdlab.models.libraries import load_pretrained
+        from kdlab.models.libraries.adapter import read_state_dict
+
+        load_pretrained(model, read_state_dict(pretrained, f"model {name}"), f"model {name}", pretrained)
+    return model
+
+
+def _create_zoo(name: str, num_classes: int, in_channels: int) -> nn.Module:
     _load_zoo()
     if name not in _REGISTRY:
         wrn = WRN_NAME.fullmatch(name)

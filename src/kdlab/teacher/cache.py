@@ -44,7 +44,8 @@ def file_sha256(path: Path) -> str:
 
 def cache_key(*, teacher_weights: Path, source_fingerprint: str, augment: dict, normalisation: dict,
               precision: str, device_type: str, num_samples: int, num_classes: int,
-              teacher_compiled: bool = False, features: dict | None = None) -> str:
+              teacher_compiled: bool = False, features: dict | None = None,
+              teacher_view: dict | None = None) -> str:
     """The hash of everything a cached value depends on (a compiled teacher's logits differ from eager ones by
     rounding, so which of the two fills the cache is part of the key; audio inputs depend on their features)."""
     parts = {"format": FORMAT, "teacher": file_sha256(teacher_weights), "source": source_fingerprint,
@@ -54,6 +55,8 @@ def cache_key(*, teacher_weights: Path, source_fingerprint: str, augment: dict, 
         parts["teacher_compiled"] = True
     if features is not None:  # only for audio, so image caches keep their keys
         parts["features"] = features
+    if teacher_view is not None:  # only for library teachers (model, resize, class map), so run teachers keep theirs
+        parts["teacher_view"] = teacher_view
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

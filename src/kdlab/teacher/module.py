@@ -20,22 +20,48 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class Renormalise(nn.Module):
-    """Feeds a network inputs normalised the way it was trained: x_t = x_s * std_s / std_t + (mean_s - mean_t) / std_t,
-    for inputs x_s normalised with the student's per-channel (mean_s, std_s)."""
+    """Feeds a network inputs prepared the way it was trained: x_t = x_s * std_s / std_t + (mean_s - mean_t) / std_t,
+    for inputs x_s normalised with the student's per-channel (mean_s, std_s).
 
-    def __init__(self, network: nn.Module, student_mean, student_std, teacher_mean, teacher_std):
+    With ``size`` (H, W) the student's inputs are first resized to the teacher's input size with ``interpolation``
+    (antialiased; resizing commutes with the per-channel affine map, so this is the teacher's own resize of the
+    student's crop), and a one-channel input is repeated for a three-channel teacher."""
+
+    def __init__(self, network: nn.Module, student_mean, student_std, teacher_mean, teacher_std, *,
+                 size: tuple[int, int] | None = None, interpolation: str = "bilinear"):
         super().__init__()
         ms, ss, mt, st = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
                           for v in (student_mean, student_std, teacher_mean, teacher_std))
         self.network = network
+        self.size = None if size is None else tuple(int(s) for s in size)
+        self.interpolation = interpolation
         self.register_buffer("scale", ss / st)
         self.register_buffer("shift", (ms - mt) / st)
 
     def forward(self, x: torch.Tensor, **kwargs):
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            smooth = self.interpolation != "nearest"
+            x = F.interpolate(x, size=self.size, mode=self.interpolation, antialias=smooth,
+                              **({"align_corners": False} if smooth else {}))
+        if x.shape[1] == 1 and self.scale.shape[1] > 1:
+            x = x.expand(-1, self.scale.shape[1], -1, -1)
         return self.network(x * self.scale.to(x.dtype) + self.shift.to(x.dtype), **kwargs)
+
+
+class SelectClasses(nn.Module):
+    """The logits of ``network`` for the student's classes, in the student's order: z[:, index]."""
+
+    def __init__(self, network: nn.Module, index: list[int]):
+        super().__init__()
+        self.network = network
+        self.register_buffer("index", torch.tensor(index, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor):
+        return self.network(x).index_select(1, self.index)
 
 
 def needs_renormalising(student_mean, student_std, teacher_mean, teacher_std) -> bool:
@@ -50,6 +76,10 @@ class Teacher(nn.Module):
 
     * ``renormalise``: ``(student_mean, student_std, teacher_mean, teacher_std)``; inputs normalised with the
       student's statistics are mapped to the teacher's first (:class:`Renormalise`), when they differ.
+    * ``resize``: the teacher's input size (H, W), when it differs from the student's (``interpolation``: its
+      resize filter); the student's crop is resized to it before the re-normalisation.
+    * ``class_index``: for each student class, the teacher output that gives it (:class:`SelectClasses`), for a
+      teacher whose classes come in another order or include others.
     * ``compile``: run network (+ re-normalisation) as a frozen inference graph (BatchNorm folded), eager when
       compiling fails.
     * ``cache``: a :class:`~kdlab.teacher.cache.TeacherLogitCache`; with ``keys`` = (sample, view) of each input,
@@ -60,11 +90,16 @@ class Teacher(nn.Module):
     """
 
     def __init__(self, network: nn.Module, *, renormalise: tuple | None = None, compile: bool = False,
-                 cache=None, name: str = "teacher"):
+                 cache=None, name: str = "teacher", resize: tuple[int, int] | None = None,
+                 interpolation: str = "bilinear", class_index: list[int] | None = None, record: dict | None = None):
         super().__init__()
-        graph = network
-        if renormalise is not None and needs_renormalising(*renormalise):
-            graph = Renormalise(network, *renormalise)
+        graph = network if class_index is None else SelectClasses(network, class_index)
+        if resize is not None:
+            student_mean, student_std, teacher_mean, teacher_std = renormalise
+            graph = Renormalise(graph, student_mean, student_std, teacher_mean, teacher_std, size=resize,
+                                interpolation=interpolation)
+        elif renormalise is not None and needs_renormalising(*renormalise):
+            graph = Renormalise(graph, *renormalise)
         if compile:
             from kdlab.teacher.compiled import CompiledInference
 
@@ -73,6 +108,7 @@ class Teacher(nn.Module):
         object.__setattr__(self, "_network", network)  # the plain network, also reachable through ``graph``
         self.cache = cache
         self.name = name
+        self.record = record or {}  # what the run's summary says of this teacher beyond its name (library, views)
         self.eval()
         self.requires_grad_(False)
 

@@ -31,7 +31,7 @@ def summary_data(run: RunDir, summary: dict, role: str = "") -> dict:
     return data
 
 
-def load_teacher(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["final", "best"] = "final", *,
+def load_teacher(run_dir, dataset: Dataset, checkpoint: Literal["final", "best"] = "final", *,
                  input_mean=None, input_std=None, same_dataset: bool = True, features: dict | None = None,
                  compile: bool = False, cache=None) -> Teacher:
     """The network of the completed run ``run_dir`` as a frozen :class:`~kdlab.teacher.module.Teacher`, on the CPU.
@@ -43,7 +43,18 @@ def load_teacher(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["fin
     With the student's input statistics (``input_mean``, ``input_std``) differing from the teacher's, the teacher is
     re-normalised (:class:`~kdlab.teacher.module.Renormalise`), so it always sees inputs normalised as in its own
     training. ``compile`` and ``cache`` are :class:`~kdlab.teacher.module.Teacher`'s.
+
+    ``run_dir`` may also be a teacher without a run directory (a :class:`~kdlab.teacher.spec.LibraryTeacherSpec`
+    or its recipe mapping), built by :func:`kdlab.teacher.library.library_teacher`.
     """
+    if not isinstance(run_dir, (str, Path)):
+        from kdlab.teacher.library import library_teacher
+        from kdlab.teacher.spec import parse_teacher
+
+        teacher = library_teacher(parse_teacher(run_dir), dataset, input_mean=input_mean, input_std=input_std,
+                                  compile=compile)
+        teacher.cache = cache
+        return teacher
     network, recipe = load_network(run_dir, dataset, checkpoint, same_dataset=same_dataset, features=features)
     return Teacher(network, renormalise=(input_mean, input_std, recipe.data.mean, recipe.data.std), compile=compile,
                    cache=cache)
@@ -77,7 +88,8 @@ def load_network(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["fin
                          f"{', '.join(f'{k} {teacher_features.get(k)} vs {features.get(k)}' for k in differ)}")
     recipe = load_recipe(run.config)
     in_channels = 1 if dataset.is_audio else student_shape[-1]
-    teacher = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=in_channels)
+    teacher = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=in_channels,
+                            options=recipe.model.options)
     weights = run.checkpoint / WEIGHTS[checkpoint]
     load_state_into(teacher, load_tensors(weights), weights)
     teacher.eval()

@@ -74,7 +74,11 @@ def prepare(recipe: Recipe) -> Prepared:
     input_shape = model_input_shape(data, dataset)
 
     torch.manual_seed(recipe.seed)
-    model = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=input_shape[0])
+    if recipe.model.num_classes not in (None, len(dataset.classes)):
+        raise KdlabError(f"model.num_classes is {recipe.model.num_classes}, but {dataset.name} has "
+                         f"{len(dataset.classes)} classes (leave it out to take the data's)")
+    model = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=input_shape[0],
+                          **recipe.model.build_args())
     _check_model_fits(model, recipe.model.name, dataset, probe_inputs(eval_loaders["test"]))
     teachers = TeacherFactory(recipe, runtime, dataset, train_loader, distributed)
     context = methods.MethodContext(dataset, data.mean, data.std, recipe.model.name, input_shape=input_shape,

@@ -91,6 +91,7 @@ def run_summary(prepared, status, history, best, best_by, wall, images_per_secon
         "best_by": best_by,
         "teacher_cache": prepared.teachers.cache_record() if prepared.teachers else None,
         "frozen_networks": prepared.teachers.states() if prepared.teachers else {},
+        **({"teachers": prepared.teachers.records()} if prepared.teachers and prepared.teachers.records() else {}),
         "final": selected(history[-1]) if history else None,
         "best": best,
     }

@@ -22,7 +22,9 @@ from kdlab.io import WriteError
 from kdlab.teacher.cache import TeacherLogitCache, cache_key
 from kdlab.teacher.compiled import should_compile_frozen
 from kdlab.teacher.module import Teacher
+from kdlab.teacher.library import library_teacher
 from kdlab.teacher.run import WEIGHTS, load_network
+from kdlab.teacher.spec import LibraryTeacherSpec
 
 AUTO_CACHE_LIMIT_BYTES = 4 << 30  # teacher_cache: auto stays off above this table size
 
@@ -35,19 +37,33 @@ class TeacherFactory:
         self.train_loader, self.distributed = train_loader, distributed
         self.teachers: list[Teacher] = []
 
-    def __call__(self, run_dir: str | Path, checkpoint: str = "final") -> Teacher:
+    def __call__(self, spec: str | Path | LibraryTeacherSpec, checkpoint: str = "final") -> Teacher:
+        """The teacher of ``spec``: a run directory (its ``checkpoint`` weights) or a library model."""
         data = self.recipe.data
-        network, teacher_recipe = load_network(run_dir, self.dataset, checkpoint,
-                                               features=features_record(data, self.dataset))
         compiled = should_compile_frozen(self.runtime.compile_setting, len(self.dataset.train.labels))
-        renormalise = (data.mean, data.std, teacher_recipe.data.mean, teacher_recipe.data.std)
         name = "teacher" if not self.teachers else f"teacher{len(self.teachers) + 1}"
-        teacher = Teacher(network, renormalise=renormalise, compile=compiled, name=name)
-        teacher.cache = self._cache(Path(run_dir) / "checkpoint" / WEIGHTS[checkpoint], teacher_recipe, compiled)
+        if isinstance(spec, LibraryTeacherSpec):
+            teacher = library_teacher(spec, self.dataset, input_mean=data.mean, input_std=data.std, compile=compiled,
+                                      name=name)
+            weights = Path(spec.weights) if spec.weights else None
+            if weights is not None and weights.is_dir():
+                from kdlab.models.libraries.hf_models import weights_file
+
+                weights = Path(weights_file(str(weights)))
+            statistics, extra = [teacher.record["mean"], teacher.record["std"]], teacher.record
+        else:
+            network, teacher_recipe = load_network(spec, self.dataset, checkpoint,
+                                                   features=features_record(data, self.dataset))
+            renormalise = (data.mean, data.std, teacher_recipe.data.mean, teacher_recipe.data.std)
+            teacher = Teacher(network, renormalise=renormalise, compile=compiled, name=name)
+            weights = Path(spec) / "checkpoint" / WEIGHTS[checkpoint]
+            statistics, extra = [teacher_recipe.data.mean, teacher_recipe.data.std], None
+        teacher.cache = self._cache(weights, statistics, compiled, extra) if weights is not None else None
         self.teachers.append(teacher)
         return teacher
 
-    def _cache(self, weights: Path, teacher_recipe: Recipe, compiled: bool) -> TeacherLogitCache | None:
+    def _cache(self, weights: Path, teacher_statistics: list, compiled: bool,
+               teacher_view: dict | None = None) -> TeacherLogitCache | None:
         """A teacher-logit cache (:mod:`kdlab.teacher.cache`) as ``runtime.teacher_cache`` asks, or None
         (data-parallel: each rank holds its own in memory, and rank 0 alone reads and writes the disk cache)."""
         recipe, runtime, dataset, loader = self.recipe, self.runtime, self.dataset, self.train_loader
@@ -67,10 +83,10 @@ class TeacherFactory:
             teacher_weights=weights, source_fingerprint=dataset.source_fingerprint,
             augment={"padding": augment.padding, "padding_mode": augment.padding_mode, "flip": augment.flip}
             if augment else None,
-            normalisation={"student": [recipe.data.mean, recipe.data.std],
-                           "teacher": [teacher_recipe.data.mean, teacher_recipe.data.std]},
+            normalisation={"student": [recipe.data.mean, recipe.data.std], "teacher": teacher_statistics},
             precision=runtime.precision, device_type=runtime.device.type, teacher_compiled=compiled,
             num_samples=samples, num_classes=len(dataset.classes), features=features_record(recipe.data, dataset),
+            teacher_view=teacher_view,
         )
         folder = cache_root(recipe.data.cache_dir) / "teacher-logits" / key if mode in ("auto", "disk") else None
         if self.distributed is not None and not self.distributed.is_main:
@@ -110,6 +126,11 @@ class TeacherFactory:
     def cache_record(self) -> dict | None:
         """The first teacher's cache record for the summary (``teacher_cache``), or None."""
         return self.primary.cache_record() if self.primary is not None else None
+
+    def records(self) -> dict[str, dict]:
+        """What each library teacher is (model, input size, interpolation, statistics, class map), by name; run
+        teachers are described by their run directory and have none."""
+        return {t.name: t.record for t in self.teachers if t.record}
 
     def states(self) -> dict[str, str]:
         """How each teacher runs, by name (``frozen_networks`` in the summary)."""
