@@ -77,6 +77,14 @@ class DataConfig(Strict):
     audio_augment: AudioAugmentConfig | None = Field(None, description="audio only: time shift, gain, SpecAugment")
     cache_dir: str | None = Field(None, description="decoded-data cache; default $KDLAB_CACHE_DIR or ~/.cache/kdlab")
     label_noise: LabelNoiseConfig | None = Field(None, description="corrupt a seeded fraction of training labels")
+    residency: Literal["auto", "device", "stream"] = Field(
+        "device", description="device: the decoded splits live on the training device; stream: image files are read "
+        "and decoded batch by batch by CPU workers (same views, same results); auto: stream when the decoded splits "
+        "exceed memory_fraction of the device's free memory")
+    memory_fraction: float = Field(0.5, gt=0, le=1, description="residency auto: the share of free memory the "
+                                   "decoded splits may take")
+    stream_workers: int | None = Field(None, ge=0, le=64, description="residency stream: decoding processes "
+                                       "(0: in the training process; None: one per core, at most 8)")
 
     @field_validator("path", "cache_dir")
     @classmethod

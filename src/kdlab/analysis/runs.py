@@ -111,8 +111,15 @@ def eval_loader(run: LoadedRun, split: Split, batch_size: int | None = None) -> 
 
         features = LogMel(run.summary["data"]["features"]["sample_rate"],
                           **recipe.data.features.model_dump()).to(run.runtime.device)
-    return DeviceLoader(split, run.runtime.device, batch_size or recipe.train.eval_batch_size, mean=recipe.data.mean,
-                        std=recipe.data.std, channels_last=run.runtime.channels_last, features=features)
+    loader = DeviceLoader
+    if not isinstance(split.images, np.ndarray):  # a streamed split: image files, read batch by batch
+        from functools import partial
+
+        from kdlab.data.stream import StreamLoader
+
+        loader = partial(StreamLoader, workers=recipe.data.stream_workers)
+    return loader(split, run.runtime.device, batch_size or recipe.train.eval_batch_size, mean=recipe.data.mean,
+                  std=recipe.data.std, channels_last=run.runtime.channels_last, features=features)
 
 
 def penultimate(model: torch.nn.Module, loader: DeviceLoader, runtime: Runtime) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -13,10 +13,12 @@ from dataclasses import replace
 from kdlab.data import cache
 from kdlab.data.dataset import Dataset, Split
 from kdlab.data.noise import LabelNoise, restore_clean_val, with_label_noise
-from kdlab.data.sources import CONTENT_VERSIONS, DATA_FOLDERS, SOURCES
+from kdlab.data.sources import CONTENT_VERSIONS, DATA_FOLDERS, LATER_OPTIONS, LISTINGS, SOURCES
 from kdlab.data.sources.common import data_folder
 from kdlab.data.split import carve_validation, take_train_subset
 from kdlab.errors import KdlabError
+
+RESIDENCIES = ("auto", "device", "stream")
 
 __all__ = ["Dataset", "LabelNoise", "Split", "SOURCES", "carve_validation", "load_dataset"]
 
@@ -42,6 +44,8 @@ def load_dataset(
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     label_noise: LabelNoise | None = None,
+    residency: str = "device",
+    memory_budget: int | None = None,
     **options,
 ) -> Dataset:
     """The dataset of ``source`` (a name in :data:`SOURCES`) read from folder ``path``, from the cache if possible.
@@ -53,6 +57,11 @@ def load_dataset(
     ``label_noise`` the training labels are corrupted (before the validation split is carved, see
     :mod:`kdlab.data.noise`). The result's ``fingerprint`` is the cache key, extended by the label-noise and
     validation-split parameters.
+
+    ``residency``: ``device`` decodes the whole source (through the cache); ``stream`` lists its files and decodes
+    nothing (the splits hold :class:`~kdlab.data.files.ImageFiles`, read batch by batch by
+    :class:`~kdlab.data.stream.StreamLoader`; image-file sources only, see ``LISTINGS``); ``auto`` streams when the
+    decoded splits would exceed ``memory_budget`` bytes. Both give the same fingerprints, samples and splits.
     """
     if source not in SOURCES:
         raise KdlabError(f"unknown data source {source!r}; known sources: {', '.join(SOURCES)}")
@@ -63,12 +72,23 @@ def load_dataset(
         if path is None:
             raise KdlabError(f"data source {source} needs a path (the folder holding its files)")
         folder = DATA_FOLDERS.get(source, data_folder)(path)
-        key = cache.source_key(source, options, folder=folder, skip=root)
+        key_options = {k: v for k, v in options.items() if not (v is None and k in LATER_OPTIONS.get(source, ()))}
+        key = cache.source_key(source, key_options, folder=folder, skip=root)
     else:
         if path is not None:
             raise KdlabError(f"data source {source} reads no files, but a path was given: {path}")
         key = cache.source_key(source, options, version=CONTENT_VERSIONS[source]())
-    dataset = cache.load_entry(root, source, key)
+    if residency not in RESIDENCIES:
+        raise KdlabError(f"data.residency must be one of {', '.join(RESIDENCIES)}, got {residency!r}")
+    if residency == "stream" and source not in LISTINGS:
+        raise KdlabError(f"data.residency: stream reads image files batch by batch; data source {source} is decoded "
+                         f"whole (stream works with {', '.join(LISTINGS)}; use device or auto)")
+    listed = LISTINGS[source](folder, **options) if residency != "device" and source in LISTINGS else None
+    if listed is not None and residency == "auto":
+        decoded = sum(s.images.decoded_bytes for s in (listed.train, listed.test, listed.val) if s is not None)
+        if memory_budget is None or decoded <= memory_budget:
+            listed = None  # fits: decode it whole
+    dataset = cache.load_entry(root, source, key) if listed is None else replace(listed, fingerprint=key)
     if dataset is None:
         decoded = SOURCES[source](folder, **options) if reads_files else SOURCES[source](**options)
         dataset = replace(decoded, fingerprint=key)

@@ -114,6 +114,11 @@ class Dataset:
         return self.sample_rate > 0
 
     @property
+    def streamed(self) -> bool:
+        """Whether the splits hold image files read batch by batch (``data.residency: stream``), not pixels."""
+        return not isinstance(self.train.images, np.ndarray)
+
+    @property
     def image_shape(self) -> tuple[int, ...]:
         """(H, W, C) of every image, or (L,) of every waveform."""
         return tuple(int(d) for d in self.train.images.shape[1:])

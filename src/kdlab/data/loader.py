@@ -106,7 +106,7 @@ class DeviceLoader:
         self.groups = None if split.groups is None else torch.from_numpy(split.groups).to(self.device)
         if distributed is not None and not shuffle:
             split = split.take(np.arange(len(split))[distributed.shard(len(split))])
-        self.images = torch.from_numpy(np.ascontiguousarray(split.images)).to(self.device)
+        self.images = self._hold(split.images)
         self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64)).to(self.device)
         self.source_index = torch.from_numpy(np.asarray(split.source_index, dtype=np.int64)).to(self.device)
         self.is_audio = split.is_audio
@@ -127,6 +127,22 @@ class DeviceLoader:
         self.augment = augment if augment is not None and not augment.is_identity else None
         self.seed = seed
         self.channels_last = channels_last
+
+    def _hold(self, images: np.ndarray):
+        """The split's samples as this loader keeps them: the whole array, on the device."""
+        return torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+
+    def _raw_batches(self, order: torch.Tensor):
+        """(index, stored samples of those indices) for each of the epoch's batches, in ``order``; this rank's shard
+        of each global batch in a data-parallel run."""
+        for b in range(len(self)):
+            index = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield b, index, self.images[self._rank_part(index)]
+
+    def _rank_part(self, index: torch.Tensor) -> torch.Tensor:
+        if self.distributed is not None and self.shuffle:
+            return index[self.distributed.shard(len(index))]
+        return index
 
     def __len__(self) -> int:
         n = self.labels.shape[0]
@@ -173,14 +189,13 @@ class DeviceLoader:
         if with_keys and not self.discrete_views:
             raise ValueError(f"{type(self.augment).__name__} is not a discrete augmentation: inputs have no view keys")
         order, views = self.epoch_plan(epoch)
-        for b in range(len(self)):
-            index = order[b * self.batch_size : (b + 1) * self.batch_size]
+        for b, index, raw in self._raw_batches(order):
             batch_views = views[b * self.batch_size : (b + 1) * self.batch_size] if views is not None else None
             if self.distributed is not None and self.shuffle:  # this rank's shard of the global batch
                 shard = self.distributed.shard(len(index))
                 index = index[shard]
                 batch_views = batch_views[shard] if batch_views is not None else None
-            inputs = self.inputs(self.images[index], batch_views)
+            inputs = self.inputs(raw, batch_views)
             if not with_keys:
                 yield inputs, self.labels[index]
                 continue

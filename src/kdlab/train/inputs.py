@@ -10,6 +10,9 @@ computes whatever the recipe leaves open (mean, std, the default features) from 
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import torch
 
 from kdlab.config import DataConfig, LogMelConfig
@@ -21,12 +24,29 @@ from kdlab.data.loader import DeviceLoader, channel_stats, logmel_stats
 from kdlab.errors import KdlabError
 
 
-def recipe_dataset(data: DataConfig, seed: int) -> Dataset:
+def recipe_dataset(data: DataConfig, seed: int, device: torch.device | str = "cpu") -> Dataset:
     """The dataset a recipe's data section names: its source and options, training subset, label noise and the
-    validation split of run seed ``seed``."""
+    validation split of run seed ``seed``; decoded whole or streamed as ``data.residency`` says (auto: by the free
+    memory of ``device``)."""
     noise = LabelNoise(**data.label_noise.model_dump()) if data.label_noise is not None else None
+    budget = int(data.memory_fraction * free_memory(torch.device(device))) if data.residency == "auto" else None
     return load_dataset(data.source, data.path, val_size=data.val_size, train_size=data.train_size, seed=seed,
-                        cache_dir=data.cache_dir, label_noise=noise, **data.options)
+                        cache_dir=data.cache_dir, label_noise=noise, residency=data.residency,
+                        memory_budget=budget, **data.options)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device``: the GPU's free memory, or the host's MemAvailable."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
 def check_modality(data: DataConfig, dataset: Dataset) -> None:
@@ -68,6 +88,8 @@ def fill_statistics(data: DataConfig, dataset: Dataset, device: torch.device | s
     if data.mean is not None and data.std is not None:
         return
     splits = [split.images for split in (dataset.train, dataset.val) if split is not None]
+    if dataset.streamed:
+        splits = [stream_stats_sample(images) for images in splits]
     # Over train and val together: the whole training set, so the statistics (and everything keyed by them, like
     # teacher-logit caches) do not depend on which validation split the seed carved.
     if dataset.is_audio:
@@ -76,6 +98,18 @@ def fill_statistics(data: DataConfig, dataset: Dataset, device: torch.device | s
         mean, std = channel_stats(*splits)
     data.mean = data.mean or mean
     data.std = data.std or std
+
+
+STATS_IMAGES = 100_000
+
+
+def stream_stats_sample(files) -> np.ndarray:
+    """The decoded pixels the statistics of a streamed split are computed from: every image up to
+    ``STATS_IMAGES``, else that many evenly spaced ones (so a split of 50,000 gets the statistics its decoded copy
+    would)."""
+    if len(files) > STATS_IMAGES:
+        files = files[np.linspace(0, len(files) - 1, STATS_IMAGES).astype(np.int64)]
+    return files.decode()
 
 
 def train_augment(data: DataConfig, dataset: Dataset):
@@ -105,6 +139,13 @@ def make_loader(split: Split, data: DataConfig, dataset: Dataset, device: torch.
                          f"{len(data.mean or ())} and {len(data.std or ())}")
     if dataset.is_audio and features is None:
         features = log_mel(data, dataset, device)
+    if dataset.streamed:
+        from kdlab.data.stream import StreamLoader
+
+        return StreamLoader(split, device, batch_size, workers=data.stream_workers, mean=data.mean, std=data.std,
+                            shuffle=train, drop_last=train and drop_last,
+                            augment=train_augment(data, dataset) if train else None, seed=seed,
+                            channels_last=channels_last, features=features, distributed=distributed)
     return DeviceLoader(split, device, batch_size, mean=data.mean, std=data.std, shuffle=train,
                         drop_last=train and drop_last, augment=train_augment(data, dataset) if train else None,
                         seed=seed, channels_last=channels_last, features=features, distributed=distributed)

@@ -57,7 +57,7 @@ def prepare(recipe: Recipe) -> Prepared:
         raise KdlabError(f"train.batch_size {recipe.train.batch_size} is smaller than the {distributed.world} "
                          f"processes: the global batch is split across them")
     data = recipe.data
-    dataset = recipe_dataset(data, recipe.seed)
+    dataset = recipe_dataset(data, recipe.seed, runtime.device)
     fill_statistics(data, dataset, runtime.device)
     features = log_mel(data, dataset, runtime.device)
 

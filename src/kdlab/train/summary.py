@@ -70,6 +70,7 @@ def run_summary(prepared, status, history, best, best_by, wall, images_per_secon
             "classes": len(dataset.classes),
             "class_names": list(dataset.classes),
             "input_shape": list(dataset.train.images.shape[1:]),
+            "residency": "stream" if dataset.streamed else "device",
             "features": features_record(recipe.data, dataset),
             "groups": {name: int(len(np.unique(split.groups))) for name in ("train", "val", "test")
                        if (split := getattr(dataset, name)) is not None and split.groups is not None} or None,

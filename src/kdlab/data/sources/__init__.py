@@ -16,7 +16,7 @@ from kdlab.data.sources.audio_folder import decode_audio_folder
 from kdlab.data.sources.cifar10 import decode_cifar10, locate_cifar10
 from kdlab.data.sources.cifar100 import decode_cifar100, locate_cifar100
 from kdlab.data.sources.digits import decode_digits, digits_version
-from kdlab.data.sources.folder import decode_folder
+from kdlab.data.sources.folder import decode_folder, list_folder
 from kdlab.data.sources.fsdd import decode_fsdd
 from kdlab.data.sources.idx import decode_idx
 
@@ -34,4 +34,12 @@ DATA_FOLDERS: dict[str, Callable[[str], Path]] = {"cifar10": locate_cifar10, "ci
 
 CONTENT_VERSIONS: dict[str, Callable[[], str]] = {"digits": digits_version}
 
-__all__ = ["SOURCES", "DATA_FOLDERS", "CONTENT_VERSIONS"]
+# Sources whose samples are files that can be read one by one: the listing gives the same Dataset as the source,
+# holding ImageFiles instead of decoded arrays (data.residency: stream).
+LISTINGS: dict[str, Callable[..., Dataset]] = {"folder": list_folder}
+
+# Options added after caches were keyed: left out of the cache key while at their default None, so existing
+# caches keep their keys.
+LATER_OPTIONS: dict[str, tuple[str, ...]] = {"folder": ("size",)}
+
+__all__ = ["SOURCES", "DATA_FOLDERS", "CONTENT_VERSIONS", "LISTINGS", "LATER_OPTIONS"]

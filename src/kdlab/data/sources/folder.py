@@ -105,8 +105,51 @@ def list_split(split_folder: Path, classes: list[str], train_folder: Path,
     return files, np.asarray(labels, dtype=np.int64)
 
 
-def decode_folder(path: str, *, mode: str = "RGB") -> Dataset:
-    """The image folders under ``path`` (train/, test/, optional val/ or valid/), decoded in ``mode``."""
+def list_folder(path: str, *, mode: str = "RGB", size: int | None = None) -> Dataset:
+    """The image folders under ``path`` as a :class:`Dataset` of :class:`~kdlab.data.files.ImageFiles`: listed and
+    checked, nothing decoded (what ``data.residency: stream`` reads from). ``mode`` and ``size`` as in
+    :func:`decode_folder`."""
+    from PIL import Image
+
+    from kdlab.data.files import ImageFiles
+
+    root = data_folder(path)
+    if mode not in CHANNELS:
+        raise KdlabError(f"{root}: option mode must be one of {', '.join(CHANNELS)}, got {mode!r}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise KdlabError(f"{root}: option size must be a positive whole number of pixels, got {size!r}")
+    folders = split_folders(root)
+    classes = class_folders(folders["train"])
+    listed = {split: list_split(f, classes, folders["train"]) for split, f in folders.items()}
+    first = listed["train"][0][0]
+    if size is None:
+        try:
+            with Image.open(first) as image:
+                width, height = image.size
+        except Exception as error:  # noqa: BLE001 - any failure to read the header is the file's
+            raise KdlabError(f"{first}: not a readable JPEG or PNG image ({error})") from None
+    else:
+        height = width = size
+    splits = {split: make_split_of_files(ImageFiles(files, height, width, mode, size), labels)
+              for split, (files, labels) in listed.items()}
+    return Dataset(name=root.name, classes=classes, train=splits["train"], test=splits["test"],
+                   val=splits.get("val"), fingerprint="")
+
+
+def make_split_of_files(files, labels: np.ndarray) -> Split:
+    return Split(files, np.ascontiguousarray(labels, dtype=np.int64))
+
+
+def decode_folder(path: str, *, mode: str = "RGB", size: int | None = None) -> Dataset:
+    """The image folders under ``path`` (train/, test/, optional val/ or valid/), decoded in ``mode``. With
+    ``size``, every image is resized (shorter side to ``size``, centre crop; :func:`kdlab.data.files.fit`), for
+    folders of photos of many sizes; without it, all must have one size."""
+    if size is not None:
+        listed = list_folder(path, mode=mode, size=size)
+        decoded = {name: getattr(listed, name) for name in ("train", "test", "val")}
+        return Dataset(name=listed.name, classes=listed.classes, fingerprint="", **{
+            name: None if split is None else make_split(split.images.decode(), split.labels)
+            for name, split in decoded.items()})
     root = data_folder(path)
     if mode not in CHANNELS:
         raise KdlabError(f"{root}: option mode must be one of {', '.join(CHANNELS)}, got {mode!r}")
