@@ -45,3 +45,17 @@ def machine_description(device: torch.device | str = "cpu") -> str:
     except OSError:
         pass
     return f"{model}, {os.cpu_count()} cores, {platform.machine()}"
+
+
+def cpu_features() -> list[str]:
+    """The CPU's matrix and vector features that decide CPU speed (AVX2, AVX-512, AVX512-BF16, AMX), from
+    /proc/cpuinfo: recorded beside every speed ratio, which holds only for machines like it."""
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in wanted if f in flags]
+    except OSError:
+        pass
+    return []
