@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from kdlab.data.files import ImageFiles
 from kdlab.data.loader import DeviceLoader
+from kdlab.errors import KdlabError
 
 BATCHES_AHEAD = 4  # per worker
 
@@ -36,8 +37,11 @@ class _Batches(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, indices) -> torch.Tensor:
-        return torch.from_numpy(self.files.decode(indices))
+    def __getitem__(self, indices):
+        try:
+            return torch.from_numpy(self.files.decode(indices))
+        except KdlabError as error:  # handed back as a value: DataLoader would re-raise it wrapped in a traceback
+            return str(error)
 
 
 class _Plan(Sampler):
@@ -99,6 +103,8 @@ class StreamLoader(DeviceLoader):
         parts = [self._rank_part(cpu_order[b * self.batch_size : (b + 1) * self.batch_size]) for b in range(len(self))]
         self._plan.batches = [part.numpy() for part in parts]
         for b, raw in enumerate(self._data_loader()):
+            if isinstance(raw, str):
+                raise KdlabError(raw)
             yield b, order[b * self.batch_size : (b + 1) * self.batch_size], raw.to(self.device, non_blocking=True)
 
     def close(self) -> None:
