@@ -116,3 +116,24 @@ def pytest_terminal_summary(terminalreporter):
 
     terminalreporter.write_line(f"machine: {machine_description()}, torch {torch.__version__}, native bf16: "
                                 f"{cpu_has_native_bf16()}")
+
+
+CIFAR_SUBSET_PER_CLASS = {"train": 30, "test": 6}
+
+
+@pytest.fixture(scope="module")
+def cifar_subset(tmp_path_factory):
+    """A real image folder: the first CIFAR-10 JPEGs of every class (30 train, 6 test), copied from
+    ../shared/data."""
+    import shutil
+
+    source = SHARED_DATA / "cifar10-jpeg"
+    if not source.is_dir():
+        pytest.skip(f"{source} is not here")
+    root = tmp_path_factory.mktemp("cifar-subset")
+    for split, count in CIFAR_SUBSET_PER_CLASS.items():
+        for name in sorted(p.name for p in (source / split).iterdir()):
+            (root / split / name).mkdir(parents=True)
+            for file in sorted((source / split / name).iterdir())[:count]:
+                shutil.copy(file, root / split / name / file.name)
+    return root

@@ -27,24 +27,6 @@ timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
 transformers = pytest.importorskip("transformers")
 
-PER_CLASS = {"train": 24, "test": 8}
-
-
-@pytest.fixture(scope="module")
-def cifar_subset(tmp_path_factory, request):
-    """A real image folder: the first CIFAR-10 JPEGs of every class, train and test, copied from ../shared/data."""
-    from tests.conftest import SHARED_DATA
-
-    source = SHARED_DATA / "cifar10-jpeg"
-    if not source.is_dir():
-        pytest.skip(f"{source} is not here")
-    root = tmp_path_factory.mktemp("cifar-subset")
-    for split, count in PER_CLASS.items():
-        for name in CIFAR10_CLASSES:
-            (root / split / name).mkdir(parents=True)
-            for file in sorted((source / split / name).iterdir())[:count]:
-                shutil.copy(file, root / split / name / file.name)
-    return root
 
 
 def tiny_vit_folder(folder: Path, labels: list[str], image_size: int = 32) -> Path:

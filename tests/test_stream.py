@@ -22,25 +22,7 @@ from kdlab.data.stream import StreamLoader
 from kdlab.errors import KdlabError
 from tests._cli import CIFAR10_CLASSES, ROOT, assert_user_error, kdlab_main, write_recipe
 
-PER_CLASS = {"train": 30, "test": 6}
 STATS = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
-
-
-@pytest.fixture(scope="module")
-def cifar_subset(tmp_path_factory):
-    """The first CIFAR-10 JPEGs of every class (real files from ../shared/data), train and test."""
-    from tests.conftest import SHARED_DATA
-
-    source = SHARED_DATA / "cifar10-jpeg"
-    if not source.is_dir():
-        pytest.skip(f"{source} is not here")
-    root = tmp_path_factory.mktemp("stream-subset")
-    for split, count in PER_CLASS.items():
-        for name in CIFAR10_CLASSES:
-            (root / split / name).mkdir(parents=True)
-            for file in sorted((source / split / name).iterdir())[:count]:
-                shutil.copy(file, root / split / name / file.name)
-    return root
 
 
 def _loaders(root, workers: int, **kwargs):
