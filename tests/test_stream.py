@@ -134,3 +134,38 @@ def test_a_bad_file_met_by_a_worker_is_one_line(cifar_subset, tmp_path, private_
         for _ in loader.batches(0):
             pass
     assert "\n" not in str(caught.value) and "Traceback" not in str(caught.value)
+
+
+def test_streamed_splits_share_one_pool_of_workers(cifar_subset, private_cache):
+    streamed = load_dataset("folder", cifar_subset, val_size=20, seed=5, residency="stream")
+    device = load_dataset("folder", cifar_subset, val_size=20, seed=5)
+    train = StreamLoader(streamed.train, "cpu", 32, workers=2, **STATS)
+    test = StreamLoader(streamed.test, "cpu", 32, workers=2, **STATS)
+    assert train._pool is test._pool  # one set of decoding processes for the run
+    for loader, split in ((train, device.train), (test, device.test), (train, device.train)):
+        expected = DeviceLoader(split, "cpu", 32, **STATS)
+        for (x_s, y_s), (x_d, y_d) in zip(loader.batches(0), expected.batches(0), strict=True):
+            assert torch.equal(x_s, x_d) and torch.equal(y_s, y_d)
+    late = StreamLoader(streamed.val, "cpu", 8, workers=2, **STATS)  # registered after the workers started
+    x_s = torch.cat([x for x, _ in late.batches(0)])
+    assert torch.equal(x_s, torch.cat([x for x, _ in DeviceLoader(device.val, "cpu", 8, **STATS).batches(0)]))
+
+
+def test_image_folder_is_the_imagenet_layout_with_val_as_the_test_split(tmp_path, private_cache):
+    rng = np.random.default_rng(3)
+    for split, count in (("train", 4), ("val", 2)):
+        for name in ("n01440764", "n01443537"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(count):
+                h, w = rng.integers(30, 70, 2)
+                pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / name / f"{name}_{i}.JPEG", quality=90)
+    device = load_dataset("image_folder", tmp_path, size=32)
+    streamed = load_dataset("image_folder", tmp_path, size=32, residency="stream")
+    assert device.classes == ["n01440764", "n01443537"] and device.val is None
+    assert device.train.images.shape == (8, 32, 32, 3) and device.test.images.shape == (4, 32, 32, 3)
+    assert np.array_equal(streamed.test.images.decode(), device.test.images)
+    assert np.array_equal(device.test.labels, [0, 0, 1, 1])
+    shutil.rmtree(tmp_path / "val")
+    with pytest.raises(KdlabError, match=r"missing val/ folder \(expected .*/val/<class>/"):
+        load_dataset("image_folder", tmp_path, size=32)

@@ -16,7 +16,7 @@ from kdlab.data.sources.audio_folder import decode_audio_folder
 from kdlab.data.sources.cifar10 import decode_cifar10, locate_cifar10
 from kdlab.data.sources.cifar100 import decode_cifar100, locate_cifar100
 from kdlab.data.sources.digits import decode_digits, digits_version
-from kdlab.data.sources.folder import decode_folder, list_folder
+from kdlab.data.sources.folder import decode_folder, decode_image_folder, list_folder, list_image_folder
 from kdlab.data.sources.fsdd import decode_fsdd
 from kdlab.data.sources.idx import decode_idx
 
@@ -26,6 +26,7 @@ SOURCES: dict[str, Callable[..., Dataset]] = {
     "cifar10": decode_cifar10,
     "cifar100": decode_cifar100,
     "folder": decode_folder,
+    "image_folder": decode_image_folder,
     "fsdd": decode_fsdd,
     "audio_folder": decode_audio_folder,
 }
@@ -36,7 +37,7 @@ CONTENT_VERSIONS: dict[str, Callable[[], str]] = {"digits": digits_version}
 
 # Sources whose samples are files that can be read one by one: the listing gives the same Dataset as the source,
 # holding ImageFiles instead of decoded arrays (data.residency: stream).
-LISTINGS: dict[str, Callable[..., Dataset]] = {"folder": list_folder}
+LISTINGS: dict[str, Callable[..., Dataset]] = {"folder": list_folder, "image_folder": list_image_folder}
 
 # Options added after caches were keyed: left out of the cache key while at their default None, so existing
 # caches keep their keys.

@@ -2,6 +2,10 @@
 ``val/<class>/...`` (or ``valid/``, as CINIC-10 names it). This is the layout of torchvision's ``ImageFolder``,
 of CINIC-10 (Darlow et al. 2018) and of the CIFAR-10 JPEG copy in ``/work/shared/data/cifar10-jpeg``.
 
+The ``image_folder`` source is the ImageNet layout: ``train/<class>/*.JPEG`` and ``val/<class>/*.JPEG``, where
+``val/`` is the held-out set every ImageNet result is reported on, so it becomes the test split (a validation split
+for model selection is carved from train with ``data.val_size``). Photos of many sizes need option ``size``.
+
 Files are ``.jpg``, ``.jpeg`` or ``.png`` (any case); hidden entries (``.DS_Store``) are skipped, anything else in a
 class folder is an error. Class names are the sorted sub-folder names of ``train/``; ``test/`` and ``val/`` must
 have the same ones. Within a class, files are taken in sorted name order. Every image is decoded with Pillow in
@@ -73,13 +77,16 @@ def sample_files(class_folder: Path, kind: SampleFiles = IMAGE_FILES) -> list[st
     return files
 
 
-def split_folders(root: Path, kind: SampleFiles = IMAGE_FILES) -> dict[str, Path]:
-    """{"train": ..., "test": ..., and "val": ... if there is one} under ``root``."""
+def split_folders(root: Path, kind: SampleFiles = IMAGE_FILES, test_folder: str = "test") -> dict[str, Path]:
+    """{"train": ..., "test": ..., and "val": ... if there is one} under ``root``; the test split is read from
+    ``test_folder`` (``val`` in the ImageNet layout, which then has no separate validation folder)."""
     folders = {}
-    for split in ("train", "test"):
-        if not (root / split).is_dir():
-            raise KdlabError(f"{root}: missing {split}/ folder (expected {root}/{split}/<class>/{kind.example})")
-        folders[split] = root / split
+    for split, name in (("train", "train"), ("test", test_folder)):
+        if not (root / name).is_dir():
+            raise KdlabError(f"{root}: missing {name}/ folder (expected {root}/{name}/<class>/{kind.example})")
+        folders[split] = root / name
+    if test_folder in VAL_FOLDER_NAMES:
+        return folders
     val = [root / name for name in VAL_FOLDER_NAMES if (root / name).is_dir()]
     if len(val) > 1:
         raise KdlabError(f"{root}: both {val[0].name}/ and {val[1].name}/ exist; keep one validation folder")
@@ -105,10 +112,10 @@ def list_split(split_folder: Path, classes: list[str], train_folder: Path,
     return files, np.asarray(labels, dtype=np.int64)
 
 
-def list_folder(path: str, *, mode: str = "RGB", size: int | None = None) -> Dataset:
+def list_folder(path: str, *, mode: str = "RGB", size: int | None = None, test_folder: str = "test") -> Dataset:
     """The image folders under ``path`` as a :class:`Dataset` of :class:`~kdlab.data.files.ImageFiles`: listed and
     checked, nothing decoded (what ``data.residency: stream`` reads from). ``mode`` and ``size`` as in
-    :func:`decode_folder`."""
+    :func:`decode_folder`; ``test_folder`` names the folder of the test split."""
     from PIL import Image
 
     from kdlab.data.files import ImageFiles
@@ -118,7 +125,7 @@ def list_folder(path: str, *, mode: str = "RGB", size: int | None = None) -> Dat
         raise KdlabError(f"{root}: option mode must be one of {', '.join(CHANNELS)}, got {mode!r}")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise KdlabError(f"{root}: option size must be a positive whole number of pixels, got {size!r}")
-    folders = split_folders(root)
+    folders = split_folders(root, test_folder=test_folder)
     classes = class_folders(folders["train"])
     listed = {split: list_split(f, classes, folders["train"]) for split, f in folders.items()}
     first = listed["train"][0][0]
@@ -140,12 +147,12 @@ def make_split_of_files(files, labels: np.ndarray) -> Split:
     return Split(files, np.ascontiguousarray(labels, dtype=np.int64))
 
 
-def decode_folder(path: str, *, mode: str = "RGB", size: int | None = None) -> Dataset:
+def decode_folder(path: str, *, mode: str = "RGB", size: int | None = None, test_folder: str = "test") -> Dataset:
     """The image folders under ``path`` (train/, test/, optional val/ or valid/), decoded in ``mode``. With
     ``size``, every image is resized (shorter side to ``size``, centre crop; :func:`kdlab.data.files.fit`), for
     folders of photos of many sizes; without it, all must have one size."""
     if size is not None:
-        listed = list_folder(path, mode=mode, size=size)
+        listed = list_folder(path, mode=mode, size=size, test_folder=test_folder)
         decoded = {name: getattr(listed, name) for name in ("train", "test", "val")}
         return Dataset(name=listed.name, classes=listed.classes, fingerprint="", **{
             name: None if split is None else make_split(split.images.decode(), split.labels)
@@ -153,7 +160,7 @@ def decode_folder(path: str, *, mode: str = "RGB", size: int | None = None) -> D
     root = data_folder(path)
     if mode not in CHANNELS:
         raise KdlabError(f"{root}: option mode must be one of {', '.join(CHANNELS)}, got {mode!r}")
-    folders = split_folders(root)
+    folders = split_folders(root, test_folder=test_folder)
     classes = class_folders(folders["train"])
     listed = {split: list_split(f, classes, folders["train"]) for split, f in folders.items()}
     all_files = [file for files, _ in listed.values() for file in files]
@@ -171,3 +178,14 @@ def decode_folder(path: str, *, mode: str = "RGB", size: int | None = None) -> D
         val=splits.get("val"),
         fingerprint="",
     )
+
+
+def decode_image_folder(path: str, *, mode: str = "RGB", size: int | None = None) -> Dataset:
+    """The ImageNet layout under ``path`` (train/ and val/, val/ as the test split), decoded; options as in
+    :func:`decode_folder`."""
+    return decode_folder(path, mode=mode, size=size, test_folder="val")
+
+
+def list_image_folder(path: str, *, mode: str = "RGB", size: int | None = None) -> Dataset:
+    """The ImageNet layout under ``path``, listed for streaming (:func:`list_folder`)."""
+    return list_folder(path, mode=mode, size=size, test_folder="val")
