@@ -7,8 +7,11 @@ The folder is made from ``../shared/data/cifar10-jpeg``: CIFAR-10 training image
 a little seeded noise (so PNG cannot compress them away), written as PNG (about 1.7 MB each at 768 px), and copied
 under new names until the folder holds ``--gib`` GiB in ImageNet layout (train/<class>/, val/<class>/). A
 ``kdlab train`` run (cnn_small8, one epoch, folder option ``size`` resizing every photo to ``--size`` px at
-decode, ``residency: stream``) then reads every file once; a sampler adds up the resident memory (VmRSS) of the run
-and its decoding workers every 0.2 s. The page cache is not part of any process's memory and is not counted.
+decode, ``residency: stream``, source ``image_folder`` so val/ is the test split) then reads every file once.
+Every 0.2 s a sampler adds up, over the run and its decoding workers, the resident memory (VmRSS: pages shared
+between the processes, such as the torch libraries, counted once per process, so an upper bound) and the
+proportional set size (Pss: each shared page split between its sharers, what the run really takes). The page
+cache is not part of any process's memory and is not counted.
 """
 
 from __future__ import annotations
@@ -56,9 +59,9 @@ def make_folder(folder: Path, gib: float, side: int, shared: Path) -> dict:
     index = 20
     while total < target:
         for name, paths in originals.items():
-            for path in paths:
+            for i, path in enumerate(paths):
                 split = "val" if index % 20 == 0 else "train"
-                destination = folder / split / name / f"{index:06d}.png"
+                destination = folder / split / name / f"{index:06d}_{i:02d}.png"
                 shutil.copyfile(path, destination)
                 total += path.stat().st_size
                 copies += 1
@@ -74,8 +77,8 @@ def make_folder(folder: Path, gib: float, side: int, shared: Path) -> dict:
     return made
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants (from /proc)."""
+def tree_memory(pid: int) -> tuple[int, int, int]:
+    """(VmRSS summed, Pss summed, processes) over ``pid`` and all its descendants, in bytes (from /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -84,17 +87,21 @@ def tree_rss(pid: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [pid]
+    rss, pss, count, stack = 0, 0, 0, [pid]
     while stack:
         current = stack.pop()
         stack += children.get(current, [])
         try:
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+                    rss += int(line.split()[1]) * 1024
+            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1]) * 1024
+            count += 1
         except OSError:
             pass
-    return total
+    return rss, pss, count
 
 
 def main() -> None:
@@ -111,7 +118,7 @@ def main() -> None:
     work = Path(args.folder.parent / "kdlab-big-run")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    recipe = {"seed": 0, "data": {"source": "folder", "path": str(args.folder), "residency": "stream",
+    recipe = {"seed": 0, "data": {"source": "image_folder", "path": str(args.folder), "residency": "stream",
                                   "stream_workers": args.workers, "options": {"size": args.size}, "flip": True,
                                   "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]},
               "model": {"name": "cnn_small8"}, "train": {"epochs": 1, "batch_size": 128, "eval_batch_size": 256},
@@ -121,12 +128,13 @@ def main() -> None:
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "kdlab", "train", str(work / "recipe.yaml"), "--out",
                                 str(work / "run")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak, samples = 0, 0
+    peak, peak_pss, most, samples = 0, 0, 0, 0
 
     def sample():
-        nonlocal peak, samples
+        nonlocal peak, peak_pss, most, samples
         while process.poll() is None:
-            peak = max(peak, tree_rss(process.pid))
+            rss, pss, count = tree_memory(process.pid)
+            peak, peak_pss, most = max(peak, rss), max(peak_pss, pss), max(most, count)
             samples += 1
             time.sleep(0.2)
 
@@ -148,7 +156,8 @@ def main() -> None:
         "folder_over_half_memory": made["bytes"] > mem_total / 2,
         "decoded_at_file_size_gib": round(made["files"] * made["side"] ** 2 * 3 / (1 << 30), 2),
         "residency": summary["data"]["residency"], "train_images": summary["data"]["train"],
-        "peak_rss_gib": round(peak / (1 << 30), 3), "rss_samples": samples, "wall_seconds": round(wall, 1),
+        "peak_rss_gib": round(peak / (1 << 30), 3), "peak_pss_gib": round(peak_pss / (1 << 30), 3),
+        "most_processes": most, "rss_samples": samples, "wall_seconds": round(wall, 1),
         "train_images_per_second": summary["train_images_per_second"],
         "under_2_gib": peak < 2 * (1 << 30),
     }
