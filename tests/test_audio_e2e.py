@@ -158,6 +158,8 @@ def test_eval_recomputes_an_audio_run(ce_run, tmp_path):
 def test_image_settings_on_audio_and_audio_settings_on_images_are_user_errors(tones, capsys, tmp_path):
     with pytest.raises(KdlabError, match="data.crop_padding: .* is audio"):
         prepare(load_recipe(raw=recipe(tones, data={"crop_padding": 2})))
+    with pytest.raises(KdlabError, match="data.random_resized_crop: .* is audio"):
+        prepare(load_recipe(raw=recipe(tones, data={"random_resized_crop": {"size": 16}})))
     with pytest.raises(KdlabError, match="data.features: digits is images"):
         prepare(load_recipe(raw={"data": {"source": "digits", "features": {"n_mels": 8}}, "model": {"name": "cnn_small8"},
                                  "train": {"epochs": 1}}))

@@ -58,6 +58,31 @@ class AudioAugmentConfig(Strict):
     time_mask_width: int = Field(0, ge=0, description="largest time-mask width (frames)")
 
 
+class RandomResizedCropConfig(Strict):
+    """RandomResizedCrop on the device (:mod:`kdlab.data.resized_crop`); the flip is ``data.flip``."""
+
+    size: int = Field(ge=1, description="output side in pixels (the model's input size)")
+    scale: tuple[float, float] = Field((0.08, 1.0), description="range of the crop's share of the image area")
+    ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="range of the crop's aspect ratio (w / h)")
+    eval_crop: float | None = Field(None, gt=0, le=1, description="evaluation: the centre crop of this share of "
+                                    "the shorter side, resized to size (None: size / stored side, at most 1: "
+                                    "stored 256 gives ImageNet's centre 224)")
+    stored_views: int | None = Field(None, ge=1, description="FKD: this many fixed boxes per image, one drawn per "
+                                     "epoch, so teacher logits can be cached or stored per view (None: fresh "
+                                     "boxes every epoch)")
+    views_seed: int = Field(0, ge=0, description="seed of the stored boxes (independent of the run seed)")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        for name in ("scale", "ratio"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"{name} must be [low, high] with 0 < low <= high, got [{low}, {high}]")
+        if self.scale[1] > 1:
+            raise ValueError(f"scale must lie in (0, 1], got {list(self.scale)}")
+        return self
+
+
 class DataConfig(Strict):
     source: str = Field(description="a name in kdlab.data.SOURCES (an unknown name is refused with the list)")
     path: str | None = Field(None, description="where the files are (not needed for digits)")
@@ -69,6 +94,8 @@ class DataConfig(Strict):
     crop_padding: int = Field(0, ge=0, description="random crop of the original size after padding each side")
     padding_mode: Literal["zero", "reflect"] = "zero"
     flip: bool = Field(False, description="random horizontal flip")
+    random_resized_crop: RandomResizedCropConfig | None = Field(None, description="images: RandomResizedCrop "
+                                                                "instead of the padded crop (ImageNet-style)")
     mean: list[float] | None = Field(None, description="per-channel mean on [0, 1] (audio: of the log-mel values); "
                                      "None computes it from train")
     std: list[float] | None = Field(None, description="per-channel std on [0, 1] (audio: of the log-mel values); "
@@ -97,6 +124,12 @@ class DataConfig(Strict):
         if value is not None and any(s <= 0 for s in value):
             raise ValueError("every std must be > 0")
         return value
+
+    @model_validator(mode="after")
+    def _one_crop(self):
+        if self.random_resized_crop is not None and self.crop_padding:
+            raise ValueError("crop_padding and random_resized_crop are two crops; choose one")
+        return self
 
     @field_validator("val_size", "train_size")
     @classmethod
@@ -205,9 +238,15 @@ class RuntimeConfig(Strict):
         "256 or fewer images; true needs a CUDA device")
     threads: int | None = Field(None, ge=1, le=1024, description="CPU threads; None uses every core")
     progress: Literal["auto", True, False] = Field("auto", description="progress bar; auto: only on a terminal")
-    teacher_cache: Literal["auto", "disk", "memory", "off"] = Field(
+    teacher_cache: Literal["auto", "disk", "memory", "off", "stored"] = Field(
         "auto", description="teacher-logit cache per (image, view): disk (shared by runs), memory, off; auto: disk "
-        "when the augmentation is discrete (crop x flip), else off")
+        "when the augmentation is discrete (crop x flip), else off; stored: top-k logits per stored view "
+        "(data.random_resized_crop.stored_views, FKD), on disk")
+    teacher_batch: int | None = Field(None, ge=1, description="run teachers on chunks of exactly this many inputs "
+                                      "(zero-padded), so a view's logits do not depend on its batch: caches and "
+                                      "stores then equal the live teacher bit for bit (None: as given)")
+    teacher_top_k: int | None = Field(None, ge=1, description="teacher_cache stored: keep the k largest logits "
+                                      "per view (None: all, exact)")
 
     @field_validator("teacher_cache", mode="before")
     @classmethod
@@ -230,6 +269,16 @@ class Recipe(Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @model_validator(mode="after")
+    def _stored_views(self):
+        rrc = self.data.random_resized_crop
+        if self.runtime.teacher_cache == "stored" and (rrc is None or rrc.stored_views is None):
+            raise ValueError("runtime.teacher_cache: stored needs data.random_resized_crop.stored_views (a fixed "
+                             "number of crop boxes per image)")
+        if self.runtime.teacher_top_k is not None and self.runtime.teacher_cache != "stored":
+            raise ValueError("runtime.teacher_top_k applies to runtime.teacher_cache: stored only")
+        return self
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

@@ -29,7 +29,7 @@ import torch
 from kdlab import metrics, models
 from kdlab.config import Recipe, apply_overrides, load_recipe
 from kdlab.data import Dataset, Split
-from kdlab.train.inputs import check_modality, features_record, recipe_dataset
+from kdlab.train.inputs import check_modality, eval_view, features_record, recipe_dataset
 from kdlab.data.loader import DeviceLoader
 from kdlab.errors import KdlabError
 from kdlab.io import read_predictions
@@ -119,7 +119,8 @@ def eval_loader(run: LoadedRun, split: Split, batch_size: int | None = None) -> 
 
         loader = partial(StreamLoader, workers=recipe.data.stream_workers)
     return loader(split, run.runtime.device, batch_size or recipe.train.eval_batch_size, mean=recipe.data.mean,
-                  std=recipe.data.std, channels_last=run.runtime.channels_last, features=features)
+                  std=recipe.data.std, channels_last=run.runtime.channels_last, features=features,
+                  fixed_view=eval_view(recipe.data, None if split.is_audio else tuple(split.images.shape[1:])))
 
 
 def penultimate(model: torch.nn.Module, loader: DeviceLoader, runtime: Runtime) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -31,6 +31,9 @@ class Views:
     def __getitem__(self, index) -> "Views":
         return Views(self.dy[index], self.dx[index], self.flip[index])
 
+    def to(self, device) -> "Views":
+        return Views(self.dy.to(device), self.dx.to(device), self.flip.to(device))
+
 
 @dataclass(frozen=True)
 class CropFlip:
@@ -56,8 +59,11 @@ class CropFlip:
     def num_views(self) -> int:
         return (2 * self.padding + 1) ** 2 * (2 if self.flip else 1)
 
-    def sample(self, n: int, generator: torch.Generator) -> Views:
-        """Draw ``n`` views on the generator's device."""
+    def record(self) -> dict:
+        return {"padding": self.padding, "padding_mode": self.padding_mode, "flip": self.flip}
+
+    def sample(self, n: int, generator: torch.Generator, **_) -> Views:
+        """Draw ``n`` views on the generator's device (the loader's image size and samples are not needed)."""
         device = generator.device
         offsets = torch.randint(0, 2 * self.padding + 1, (2, n), generator=generator, device=device)
         flips = torch.randint(0, 2, (n,), generator=generator, device=device) if self.flip else offsets.new_zeros(n)
@@ -69,8 +75,8 @@ class CropFlip:
         index = views.dy * side + views.dx
         return index * 2 + views.flip if self.flip else index
 
-    def views_of(self, index: torch.Tensor) -> Views:
-        """The views named by ``index`` (the inverse of :meth:`view_index`)."""
+    def views_of(self, index: torch.Tensor, samples: torch.Tensor | None = None) -> Views:
+        """The views named by ``index`` (the inverse of :meth:`view_index`; the same for every sample)."""
         side = 2 * self.padding + 1
         flip = index % 2 if self.flip else torch.zeros_like(index)
         cell = index // 2 if self.flip else index

@@ -5,7 +5,9 @@ No worker processes, no per-sample Python: each epoch draws one permutation and 
 the whole split from a generator seeded by (seed, epoch), so an epoch's batches are a pure function of the seed and
 the epoch number. That is what lets a resumed run repeat the interrupted one exactly.
 
-Images: crop x flip (:class:`~kdlab.data.augment.CropFlip`), then per-channel normalisation, N x C x H x W. Audio:
+Images: crop x flip (:class:`~kdlab.data.augment.CropFlip`) or RandomResizedCrop
+(:mod:`kdlab.data.resized_crop`, :mod:`kdlab.data.stored_views`), then per-channel normalisation, N x C x H x W;
+un-augmented batches get the loader's ``fixed_view`` (the centre crop of a RandomResizedCrop run), if any. Audio:
 int16 / 32768, time shift and gain on the waveform, log-mel features (:class:`~kdlab.data.audio_features.LogMel`)
 computed on the device, normalisation by the scalar mean and std of the log-mel values, then SpecAugment masks
 (filled with 0, the mean): N x 1 x n_mels x frames (:class:`~kdlab.data.audio_augment.AudioAugment`).
@@ -19,7 +21,6 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from kdlab.data.augment import Views
 from kdlab.data.dataset import Split
 
 PCM_SCALE = 1.0 / 32768.0  # int16 PCM to [-1, 1)
@@ -96,6 +97,7 @@ class DeviceLoader:
         channels_last: bool = False,
         features: torch.nn.Module | None = None,
         distributed=None,
+        fixed_view=None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -127,6 +129,7 @@ class DeviceLoader:
         self.augment = augment if augment is not None and not augment.is_identity else None
         self.seed = seed
         self.channels_last = channels_last
+        self.fixed_view = fixed_view
 
     def _hold(self, images: np.ndarray):
         """The split's samples as this loader keeps them: the whole array, on the device."""
@@ -157,7 +160,7 @@ class DeviceLoader:
     def num_samples(self) -> int:
         return self.labels.shape[0]
 
-    def epoch_plan(self, epoch: int) -> tuple[torch.Tensor, Views | None]:
+    def epoch_plan(self, epoch: int) -> tuple:
         """The epoch's sample order and augmentation views (both on the device), a pure function of (seed, epoch)."""
         n = self.num_samples
         generator = epoch_generator(self.seed, epoch)
@@ -169,14 +172,15 @@ class DeviceLoader:
             views = self.augment.sample(n, generator, length, self.features.n_mels, self.features.frames(length))
             views = views.to(self.device)
         else:
-            views = self.augment.sample(n, generator)
-            views = Views(*(t.to(self.device) for t in (views.dy, views.dx, views.flip)))
+            views = self.augment.sample(n, generator, image_size=tuple(self.images.shape[1:3]),
+                                        samples=self.source_index[order.to(self.device)])
+            views = views.to(self.device)
         return order.to(self.device), views
 
     @property
     def discrete_views(self) -> bool:
-        """Whether every input is one of finitely many named views of a sample (no augmentation, or crop x flip),
-        so that anything computed from an input can be cached under (sample, view)."""
+        """Whether every input is one of finitely many named views of a sample (no augmentation, crop x flip, or
+        stored views), so that anything computed from an input can be cached under (sample, view)."""
         return self.augment is None or getattr(self.augment, "discrete", False)
 
     @property
@@ -210,6 +214,8 @@ class DeviceLoader:
         if not self.is_audio:
             if views is not None:
                 raw = self.augment.apply(raw, views)
+            elif self.fixed_view is not None:
+                raw = self.fixed_view.apply(raw)
             return self.normalise(raw)
         wave = raw.float() * PCM_SCALE
         if views is not None:
@@ -220,7 +226,7 @@ class DeviceLoader:
         return spectrogram.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     def normalise(self, images_nhwc: torch.Tensor) -> torch.Tensor:
-        """uint8 N x H x W x C to normalised float32 N x C x H x W (channels_last memory if asked); images only."""
+        """uint8 (or float, on the 0-255 scale) N x H x W x C to normalised float32 N x C x H x W (channels_last memory if asked); images only."""
         x = images_nhwc.permute(0, 3, 1, 2)
         x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         return x.float().mul_(self._scale).add_(self._shift)

@@ -7,8 +7,9 @@ after a few epochs (or after ``kdlab cache-teacher`` filled every view) distilla
 
 Exactness: a hit returns the very values the teacher produced for that view (stored in the dtype the teacher
 computed them in, e.g. bf16 under bf16 autocast), so a run with the cache equals the run without it up to the
-teacher's own batch-composition rounding, which is zero when the teacher is computed per view as it is here (see the
-tests). The cache refuses augmentations that are not discrete (mixup, rotation, SpecAugment, ...).
+teacher's own batch-composition rounding (a backend may pick another kernel for another batch size), which is zero
+with ``runtime.teacher_batch`` (:class:`~kdlab.teacher.module.FixedBatch`: every forward has one shape). The cache
+refuses augmentations that are not discrete (mixup, rotation, SpecAugment, ...).
 
 Sharing: the key hashes everything the values depend on: the teacher's weights (sha256 of its safetensors file),
 the decoded source (``Dataset.source_fingerprint``; samples are addressed by ``Split.source_index``, so runs with
@@ -45,7 +46,7 @@ def file_sha256(path: Path) -> str:
 def cache_key(*, teacher_weights: Path, source_fingerprint: str, augment: dict, normalisation: dict,
               precision: str, device_type: str, num_samples: int, num_classes: int,
               teacher_compiled: bool = False, features: dict | None = None,
-              teacher_view: dict | None = None) -> str:
+              teacher_view: dict | None = None, teacher_batch: int | None = None) -> str:
     """The hash of everything a cached value depends on (a compiled teacher's logits differ from eager ones by
     rounding, so which of the two fills the cache is part of the key; audio inputs depend on their features)."""
     parts = {"format": FORMAT, "teacher": file_sha256(teacher_weights), "source": source_fingerprint,
@@ -57,6 +58,8 @@ def cache_key(*, teacher_weights: Path, source_fingerprint: str, augment: dict, 
         parts["features"] = features
     if teacher_view is not None:  # only for library teachers (model, resize, class map), so run teachers keep theirs
         parts["teacher_view"] = teacher_view
+    if teacher_batch is not None:  # the fixed batch the teacher ran in (its low bits depend on it)
+        parts["teacher_batch"] = teacher_batch
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -84,35 +87,56 @@ class TeacherLogitCache:
     def logits(self, teacher, inputs: torch.Tensor, keys: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """The teacher's logits for ``inputs`` whose (sample, view) are ``keys``: cached ones looked up, the rest
         computed with ``teacher`` (called on the missing inputs only) and stored."""
-        sample, view = keys
+        sample, view = (k.to(self.filled.device) for k in keys)
         known = self.filled[sample, view]
         missing = (~known).nonzero().squeeze(1)
         n_missing = int(missing.numel())
         if n_missing:
-            computed = teacher(inputs[missing])
-            if computed.dtype != self.table.dtype:
-                raise KdlabError(f"teacher cache holds {self.table.dtype} logits but the teacher gave {computed.dtype}")
-            self.table[sample[missing], view[missing]] = computed
+            computed = teacher(inputs[missing.to(inputs.device)])
+            if computed.dtype != self.dtype:
+                raise KdlabError(f"teacher cache holds {self.dtype} logits but the teacher gave {computed.dtype}")
+            self._put(sample[missing], view[missing], computed)
             self.filled[sample[missing], view[missing]] = True
         self.misses += n_missing
         self.hits += int(sample.numel()) - n_missing
+        return self._get(sample, view).to(inputs.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.table.dtype
+
+    def _put(self, sample: torch.Tensor, view: torch.Tensor, logits: torch.Tensor) -> None:
+        self.table[sample, view] = logits
+
+    def _get(self, sample: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         return self.table[sample, view]
+
+    def missing(self, samples: torch.Tensor) -> int:
+        """How many (sample, view) pairs of ``samples`` (source indices) are not filled yet."""
+        return int((~self.filled[samples.to(self.filled.device)]).sum())
+
+    def record(self) -> dict:
+        """The cache's mode, key, hits, misses and coverage for the run's summary."""
+        return {"mode": "disk" if self.folder is not None else "memory", "key": self.key, "hits": self.hits,
+                "misses": self.misses, "coverage": self.coverage}
 
     def fill(self, teacher, loader, views: torch.Tensor | None = None, progress=None) -> None:
         """Compute every view (or the view indices ``views``) of every sample of ``loader``'s split: the
         ``kdlab cache-teacher`` path. ``progress`` is called with the number of logits computed by each batch."""
         augment = loader.augment
-        all_views = torch.arange(self.table.shape[1], device=self.table.device) if views is None else views
+        all_views = torch.arange(self.filled.shape[1]) if views is None else views
         for v in all_views.tolist():
             for start in range(0, loader.num_samples, loader.batch_size):
                 index = torch.arange(start, min(start + loader.batch_size, loader.num_samples), device=loader.device)
                 sample = loader.source_index[index]
                 view = torch.full_like(index, v)
-                if bool(self.filled[sample, view].all()):
+                if bool(self.filled[sample.to(self.filled.device), view.to(self.filled.device)].all()):
                     continue
-                views_of = augment.views_of(view) if augment is not None else None
+                views_of = augment.views_of(view, sample) if augment is not None else None
                 before = self.misses
-                self.logits(teacher, loader.inputs(loader.images[index], views_of), (sample, view))
+                with torch.autocast(loader.device.type, enabled=False):  # inputs as training makes them
+                    inputs = loader.inputs(loader.images[index], views_of)
+                self.logits(teacher, inputs, (sample, view))
                 if progress is not None:
                     progress(self.misses - before)
 

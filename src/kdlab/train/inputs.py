@@ -1,7 +1,8 @@
 """How a recipe's data section turns stored samples into model inputs: the loaders of a run, for images and audio.
 
-Images: the training loader crops and flips (``data.crop_padding``, ``data.padding_mode``, ``data.flip``) and every
-loader normalises per channel with ``data.mean`` / ``data.std``. Audio: every loader computes log-mel features
+Images: the training loader crops and flips (``data.crop_padding``, ``data.padding_mode``, ``data.flip``, or
+``data.random_resized_crop``, whose centre crop every loader applies to un-augmented inputs) and every loader
+normalises per channel with ``data.mean`` / ``data.std``. Audio: every loader computes log-mel features
 (``data.features``) on the device and normalises them with the scalar ``data.mean`` / ``data.std`` of the log-mel
 values; the training loader also augments (``data.audio_augment``: time shift, gain, SpecAugment). ``fill_statistics``
 computes whatever the recipe leaves open (mean, std, the default features) from the training data, so the run's
@@ -52,7 +53,8 @@ def free_memory(device: torch.device) -> int:
 def check_modality(data: DataConfig, dataset: Dataset) -> None:
     """Image augmentation on audio, or audio settings on images, is a user error naming the keys."""
     if dataset.is_audio:
-        image_keys = [key for key, value in (("crop_padding", data.crop_padding), ("flip", data.flip)) if value]
+        image_keys = [key for key, value in (("crop_padding", data.crop_padding), ("flip", data.flip),
+                                             ("random_resized_crop", data.random_resized_crop)) if value]
         if image_keys:
             raise KdlabError(f"data.{image_keys[0]}: {dataset.name} is audio; crop and flip are image augmentations "
                              f"(use data.audio_augment: time_shift, gain_db, freq_masks, time_masks)")
@@ -113,8 +115,16 @@ def stream_stats_sample(files) -> np.ndarray:
 
 
 def train_augment(data: DataConfig, dataset: Dataset):
-    """The training augmentation: crop x flip for images, :class:`AudioAugment` for audio (None: none)."""
+    """The training augmentation: crop x flip or RandomResizedCrop (fresh or stored views) for images,
+    :class:`AudioAugment` for audio (None: none)."""
     check_modality(data, dataset)
+    rrc = data.random_resized_crop
+    if not dataset.is_audio and rrc is not None:
+        from kdlab.data.resized_crop import RandomResizedCrop
+        from kdlab.data.stored_views import StoredViews
+
+        crop = RandomResizedCrop(rrc.size, tuple(rrc.scale), tuple(rrc.ratio), data.flip)
+        return crop if rrc.stored_views is None else StoredViews(crop, rrc.stored_views, rrc.views_seed)
     if not dataset.is_audio:
         return CropFlip(data.crop_padding, data.padding_mode, data.flip)
     if data.audio_augment is None:
@@ -125,6 +135,18 @@ def train_augment(data: DataConfig, dataset: Dataset):
         return AudioAugment(**data.audio_augment.model_dump())
     except ValueError as error:
         raise KdlabError(f"data.audio_augment: {error}") from None
+
+
+def eval_view(data: DataConfig, image_shape: tuple[int, ...] | None):
+    """The fixed view of un-augmented images H x W x C (None: audio): the centre crop of a RandomResizedCrop run,
+    or None."""
+    rrc = data.random_resized_crop
+    if image_shape is None or rrc is None:
+        return None
+    from kdlab.data.resized_crop import CentreCrop
+
+    stored_side = min(image_shape[:2])
+    return CentreCrop(rrc.size, rrc.eval_crop if rrc.eval_crop is not None else min(1.0, rrc.size / stored_side))
 
 
 def make_loader(split: Split, data: DataConfig, dataset: Dataset, device: torch.device, batch_size: int, *,
@@ -145,16 +167,20 @@ def make_loader(split: Split, data: DataConfig, dataset: Dataset, device: torch.
         return StreamLoader(split, device, batch_size, workers=data.stream_workers, mean=data.mean, std=data.std,
                             shuffle=train, drop_last=train and drop_last,
                             augment=train_augment(data, dataset) if train else None, seed=seed,
-                            channels_last=channels_last, features=features, distributed=distributed)
+                            channels_last=channels_last, features=features, distributed=distributed,
+                            fixed_view=eval_view(data, None if dataset.is_audio else dataset.image_shape))
     return DeviceLoader(split, device, batch_size, mean=data.mean, std=data.std, shuffle=train,
                         drop_last=train and drop_last, augment=train_augment(data, dataset) if train else None,
-                        seed=seed, channels_last=channels_last, features=features, distributed=distributed)
+                        seed=seed, channels_last=channels_last, features=features, distributed=distributed,
+                        fixed_view=eval_view(data, None if dataset.is_audio else dataset.image_shape))
 
 
 def model_input_shape(data: DataConfig, dataset: Dataset) -> tuple[int, int, int]:
     """(C, H, W) of the model inputs: (C, H, W) of the images, or (1, n_mels, frames) for audio."""
     if not dataset.is_audio:
         h, w, c = dataset.image_shape
+        if data.random_resized_crop is not None:
+            return int(c), data.random_resized_crop.size, data.random_resized_crop.size
         return int(c), int(h), int(w)
     features = log_mel(data, dataset)
     return 1, int(features.n_mels), int(features.frames(dataset.image_shape[0]))

@@ -26,7 +26,7 @@ def precompute(recipe, quiet: bool = False) -> TeacherLogitCache:
         raise KdlabError("this recipe gets no disk teacher cache (non-discrete augmentation, or too large for "
                          "teacher_cache: auto; set runtime.teacher_cache=disk)")
     loader = prepared.train_loader
-    missing = int((~cache.filled[loader.source_index]).sum())
+    missing = cache.missing(loader.source_index)
     bar = tqdm(total=missing, unit="img", desc="teacher logits", disable=quiet or not missing, file=sys.stderr,
                dynamic_ncols=True)
     with torch.inference_mode(), prepared.runtime.autocast():

@@ -52,6 +52,13 @@ def _label_noise_record(recipe: Recipe, dataset: Dataset) -> dict | None:
     return record
 
 
+def _augment_record(loader) -> dict | None:
+    """The image augmentation the training loader ran and the fixed view of un-augmented inputs (None: none)."""
+    record = {"train": getattr(loader.augment, "record", lambda: None)(),
+              "eval_view": getattr(loader.fixed_view, "record", lambda: None)()}
+    return record if any(record.values()) else None
+
+
 def run_summary(prepared, status, history, best, best_by, wall, images_per_second, error) -> dict:
     recipe, dataset = prepared.recipe, prepared.dataset
     return {
@@ -71,6 +78,7 @@ def run_summary(prepared, status, history, best, best_by, wall, images_per_secon
             "class_names": list(dataset.classes),
             "input_shape": list(dataset.train.images.shape[1:]),
             "residency": "stream" if dataset.streamed else "device",
+            "augment": _augment_record(prepared.train_loader),
             "features": features_record(recipe.data, dataset),
             "groups": {name: int(len(np.unique(split.groups))) for name in ("train", "val", "test")
                        if (split := getattr(dataset, name)) is not None and split.groups is not None} or None,

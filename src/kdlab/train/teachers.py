@@ -21,7 +21,7 @@ from kdlab.errors import KdlabError
 from kdlab.io import WriteError
 from kdlab.teacher.cache import TeacherLogitCache, cache_key
 from kdlab.teacher.compiled import should_compile_frozen
-from kdlab.teacher.module import Teacher
+from kdlab.teacher.module import FixedBatch, Teacher
 from kdlab.teacher.library import library_teacher
 from kdlab.teacher.run import WEIGHTS, load_network
 from kdlab.teacher.spec import LibraryTeacherSpec
@@ -58,6 +58,8 @@ class TeacherFactory:
             teacher = Teacher(network, renormalise=renormalise, compile=compiled, name=name)
             weights = Path(spec) / "checkpoint" / WEIGHTS[checkpoint]
             statistics, extra = [teacher_recipe.data.mean, teacher_recipe.data.std], None
+        if self.recipe.runtime.teacher_batch is not None:
+            teacher.graph = FixedBatch(teacher.graph, self.recipe.runtime.teacher_batch)
         teacher.cache = self._cache(weights, statistics, compiled, extra) if weights is not None else None
         self.teachers.append(teacher)
         return teacher
@@ -81,23 +83,37 @@ class TeacherFactory:
         augment = loader.augment
         key = cache_key(
             teacher_weights=weights, source_fingerprint=dataset.source_fingerprint,
-            augment={"padding": augment.padding, "padding_mode": augment.padding_mode, "flip": augment.flip}
-            if augment else None,
+            augment=augment.record() if augment else None,
             normalisation={"student": [recipe.data.mean, recipe.data.std], "teacher": teacher_statistics},
             precision=runtime.precision, device_type=runtime.device.type, teacher_compiled=compiled,
             num_samples=samples, num_classes=len(dataset.classes), features=features_record(recipe.data, dataset),
-            teacher_view=teacher_view,
+            teacher_view=teacher_view, teacher_batch=recipe.runtime.teacher_batch,
         )
-        folder = cache_root(recipe.data.cache_dir) / "teacher-logits" / key if mode in ("auto", "disk") else None
-        if self.distributed is not None and not self.distributed.is_main:
-            folder = None
         bf16 = runtime.precision == "bf16"
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        main = self.distributed is None or self.distributed.is_main
+        if mode == "stored":
+            return self._stored_views(key, samples, dtype, main)
+        folder = cache_root(recipe.data.cache_dir) / "teacher-logits" / key if mode in ("auto", "disk") else None
         table_bytes = samples * loader.num_views * len(dataset.classes) * (2 if bf16 else 4)
         if mode == "auto" and table_bytes > AUTO_CACHE_LIMIT_BYTES:
             return None  # too large to hold by default; ask for it explicitly with disk or memory
         return TeacherLogitCache(num_samples=samples, num_views=loader.num_views, num_classes=len(dataset.classes),
-                                 dtype=torch.bfloat16 if bf16 else torch.float32, device=runtime.device, key=key,
-                                 folder=folder)
+                                 dtype=dtype, device=runtime.device, key=key, folder=folder if main else None)
+
+    def _stored_views(self, key: str, samples: int, dtype: torch.dtype, main: bool):
+        """The FKD store of the stored views (:mod:`kdlab.teacher.stored`), on disk under teacher-views/."""
+        import hashlib
+
+        from kdlab.data.cache import cache_root
+        from kdlab.teacher.stored import StoredTeacherViews
+
+        augment, top_k = self.train_loader.augment, self.recipe.runtime.teacher_top_k  # StoredViews (the recipe checks)
+        key = hashlib.sha256(f"{key}:top_k={top_k}".encode()).hexdigest()
+        folder = cache_root(self.recipe.data.cache_dir) / "teacher-views" / key
+        boxes = augment.table(samples, tuple(self.train_loader.images.shape[1:3]))
+        return StoredTeacherViews(boxes, len(self.dataset.classes), dtype, key, top_k=top_k,
+                                  folder=folder if main else None, augment=augment.record())
 
     # ------------------------------------------------------------------------------------ what the engine asks
 
