@@ -8,7 +8,9 @@ in-memory path (:func:`kdlab.data.sources.image_files.decode`), so a streamed im
 decoded split: a streamed run sees the same inputs as the same run with ``residency: device``.
 
 Paths are kept as one NumPy byte-string array (no per-file Python objects), so DataLoader workers share them without
-copy-on-access growth of their memory.
+copy-on-access growth of their memory. :class:`TarMembers` is the same for images stored inside uncompressed tar
+shards (WebDataset): each sample is a (shard, byte offset, length), read with one seek. Subclasses only say how
+to read a sample's encoded bytes (:meth:`ImageFiles.read`) and how to pick a subset (:meth:`ImageFiles.take`).
 """
 
 from __future__ import annotations
@@ -40,20 +42,26 @@ class ImageFiles:
         return len(self.paths)
 
     def __getitem__(self, index) -> "ImageFiles":
-        picked = self.paths[index]
-        if picked.ndim == 0:
-            picked = picked.reshape(1)
-        return ImageFiles(picked, self.height, self.width, self.mode, self.size)
+        rows = np.arange(len(self))[index]
+        return self.take(rows.reshape(-1) if np.ndim(rows) == 0 else rows)
 
-    def decode_one(self, position: int) -> np.ndarray:
-        """The pixels of file ``position`` as H x W x C uint8; a file that will not decode, or has another size,
-        is a one-line error naming it."""
+    def take(self, rows: np.ndarray) -> "ImageFiles":
+        """The samples at positions ``rows`` (an int array), nothing read."""
+        return ImageFiles(self.paths[rows], self.height, self.width, self.mode, self.size)
+
+    def read(self, position: int) -> tuple[str, bytes]:
+        """(the name errors give it, the encoded bytes) of sample ``position``."""
         path = os.fsdecode(self.paths[position])
         try:
             with open(path, "rb") as handle:
-                blob = handle.read()
+                return path, handle.read()
         except OSError as error:
             raise KdlabError(f"{path}: cannot read image file: {error.strerror or error}") from None
+
+    def decode_one(self, position: int) -> np.ndarray:
+        """The pixels of sample ``position`` as H x W x C uint8; a sample that will not decode, or has another size,
+        is a one-line error naming it."""
+        path, blob = self.read(position)
         pixels = decode(path, blob, self.mode)
         if self.size is not None:
             pixels = fit(pixels, self.size)
@@ -74,6 +82,34 @@ class ImageFiles:
     def decoded_bytes(self) -> int:
         """What the split would take decoded in memory."""
         return int(np.prod(self.shape, dtype=np.int64))
+
+
+class TarMembers(ImageFiles):
+    """Images stored as members of uncompressed tar files: sample i is ``spans[i] = (offset, length)`` bytes of
+    tar ``paths[i]``, named ``members[i]`` in errors."""
+
+    def __init__(self, paths, spans: np.ndarray, members, height: int, width: int, mode: str = "RGB",
+                 size: int | None = None):
+        super().__init__(paths, height, width, mode, size)
+        self.spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+        self.members = members if isinstance(members, np.ndarray) else np.array([os.fsencode(m) for m in members])
+
+    def take(self, rows: np.ndarray) -> "TarMembers":
+        return TarMembers(self.paths[rows], self.spans[rows], self.members[rows], self.height, self.width, self.mode,
+                          self.size)
+
+    def read(self, position: int) -> tuple[str, bytes]:
+        shard, (offset, length) = os.fsdecode(self.paths[position]), self.spans[position]
+        name = f"{shard}:{os.fsdecode(self.members[position])}"
+        try:
+            with open(shard, "rb") as handle:
+                handle.seek(int(offset))
+                blob = handle.read(int(length))
+        except OSError as error:
+            raise KdlabError(f"{name}: cannot read shard: {error.strerror or error}") from None
+        if len(blob) != length:
+            raise KdlabError(f"{name}: the shard is truncated (corrupt or still being written)")
+        return name, blob
 
 
 def fit(pixels: np.ndarray, size: int) -> np.ndarray:

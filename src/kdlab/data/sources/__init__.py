@@ -19,6 +19,7 @@ from kdlab.data.sources.digits import decode_digits, digits_version
 from kdlab.data.sources.folder import decode_folder, decode_image_folder, list_folder, list_image_folder
 from kdlab.data.sources.fsdd import decode_fsdd
 from kdlab.data.sources.idx import decode_idx
+from kdlab.data.sources.webdataset import decode_webdataset, list_webdataset
 
 SOURCES: dict[str, Callable[..., Dataset]] = {
     "digits": decode_digits,
@@ -27,6 +28,7 @@ SOURCES: dict[str, Callable[..., Dataset]] = {
     "cifar100": decode_cifar100,
     "folder": decode_folder,
     "image_folder": decode_image_folder,
+    "webdataset": decode_webdataset,
     "fsdd": decode_fsdd,
     "audio_folder": decode_audio_folder,
 }
@@ -37,7 +39,8 @@ CONTENT_VERSIONS: dict[str, Callable[[], str]] = {"digits": digits_version}
 
 # Sources whose samples are files that can be read one by one: the listing gives the same Dataset as the source,
 # holding ImageFiles instead of decoded arrays (data.residency: stream).
-LISTINGS: dict[str, Callable[..., Dataset]] = {"folder": list_folder, "image_folder": list_image_folder}
+LISTINGS: dict[str, Callable[..., Dataset]] = {"folder": list_folder, "image_folder": list_image_folder,
+                                               "webdataset": list_webdataset}
 
 # Options added after caches were keyed: left out of the cache key while at their default None, so existing
 # caches keep their keys.

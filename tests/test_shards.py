@@ -1,0 +1,119 @@
+"""Sharded and arrow sources: WebDataset tar shards (written here by the webdataset library) and a local Hugging
+Face ``datasets`` copy give the very samples of the image folder they were made from, stream like it, and bad shards
+are one-line errors."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from kdlab.data import load_dataset
+from kdlab.data.loader import DeviceLoader
+from kdlab.data.stream import StreamLoader
+from kdlab.errors import KdlabError
+from tests._cli import CIFAR10_CLASSES, assert_user_error, kdlab_main, write_recipe
+
+STATS = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
+
+
+def _folder_samples(root, split):
+    files = sorted((root / split).glob("*/*.jpg")) or sorted((root / split).glob("*/*"))
+    classes = sorted(p.name for p in (root / "train").iterdir())
+    return [(f, classes.index(f.parent.name)) for f in files]
+
+
+@pytest.fixture(scope="module")
+def shards(cifar_subset, tmp_path_factory):
+    """The cifar_subset folder as WebDataset shards (train in 3 shards, test in 1), written with webdataset."""
+    import webdataset as wds
+
+    out = tmp_path_factory.mktemp("shards")
+    for split, per_shard in (("train", 100), ("test", 1000)):
+        samples = _folder_samples(cifar_subset, split)
+        for start in range(0, len(samples), per_shard):
+            with wds.TarWriter(str(out / f"{split}-{start // per_shard:06d}.tar")) as sink:
+                for i, (file, label) in enumerate(samples[start : start + per_shard]):
+                    sink.write({"__key__": f"{split}_{start + i:05d}", "jpg": file.read_bytes(), "cls": label})
+    (out / "classes.txt").write_text("\n".join(CIFAR10_CLASSES) + "\n")
+    return out
+
+
+def test_shards_hold_the_samples_of_the_folder(cifar_subset, shards, private_cache):
+    folder = load_dataset("folder", cifar_subset)
+    sharded = load_dataset("webdataset", shards)
+    streamed = load_dataset("webdataset", shards, residency="stream")
+    assert sharded.classes == folder.classes == CIFAR10_CLASSES
+    for name in ("train", "test"):
+        a, b = getattr(folder, name), getattr(sharded, name)
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+        assert np.array_equal(getattr(streamed, name).images.decode(), b.images)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_streamed_shards_give_the_device_batches(shards, private_cache, workers):
+    from kdlab.data.augment import CropFlip
+
+    device = load_dataset("webdataset", shards, val_size=20, seed=3)
+    streamed = load_dataset("webdataset", shards, val_size=20, seed=3, residency="stream")
+    common = dict(shuffle=True, augment=CropFlip(4, "zero", True), seed=2, **STATS)
+    pairs = zip(DeviceLoader(device.train, "cpu", 32, **common).batches(1),
+                StreamLoader(streamed.train, "cpu", 32, workers=workers, **common).batches(1), strict=True)
+    for (x_d, y_d), (x_s, y_s) in pairs:
+        assert torch.equal(x_d, x_s) and torch.equal(y_d, y_s)
+
+
+def _write_tar(path, members):
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_bad_shards_are_one_line_errors(shards, tmp_path, private_cache):
+    import shutil
+
+    def copy():
+        target = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(shards, target)
+        return target
+
+    empty = copy()
+    _write_tar(empty / "train-000009.tar", [])
+    with pytest.raises(KdlabError, match=r"train-000009.tar: the shard holds no samples"):
+        load_dataset("webdataset", empty)
+    corrupt = copy()
+    (corrupt / "train-000001.tar").write_bytes(b"\x00garbage" * 50 + b"not a tar")
+    with pytest.raises(KdlabError, match=r"train-000001.tar: not a readable uncompressed tar shard"):
+        load_dataset("webdataset", corrupt)
+    no_label = copy()
+    _write_tar(no_label / "train-000009.tar", [("x_1.jpg", (shards / "classes.txt").read_bytes())])
+    with pytest.raises(KdlabError, match=r"sample x_1 has no label member .cls"):
+        load_dataset("webdataset", no_label)
+    bad_label = copy()
+    _write_tar(bad_label / "train-000009.tar", [("y.jpg", b"\xff\xd8"), ("y.cls", b"12")])
+    with pytest.raises(KdlabError, match=r"label 12 \(sample 300\) is out of range for 10 classes"):
+        load_dataset("webdataset", bad_label)
+    undecodable = copy()
+    _write_tar(undecodable / "train-000009.tar", [("z.jpg", b"\xff\xd8 broken"), ("z.cls", b"1")])
+    with pytest.raises(KdlabError, match=r"train-000009.tar:z.jpg"):
+        load_dataset("webdataset", undecodable)
+    with pytest.raises(KdlabError, match=r"no test shards match 'missing-\*.tar' \(option test\)"):
+        load_dataset("webdataset", shards, test="missing-*.tar")
+
+
+def test_a_bad_shard_stops_a_run_in_one_line_and_writes_nothing(shards, tmp_path, private_cache):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(shards, data)
+    (data / "test-000000.tar").write_bytes((data / "test-000000.tar").read_bytes()[:700])  # truncated
+    recipe = write_recipe(tmp_path, {"data": {"source": "webdataset", "path": str(data), "residency": "stream"},
+                                     "model": {"name": "cnn_small8"}, "train": {"epochs": 1},
+                                     "runtime": {"progress": False}})
+    assert_user_error(kdlab_main("train", recipe, "--out", tmp_path / "run"), "test-000000.tar")
+    assert not (tmp_path / "run").exists()
