@@ -117,3 +117,52 @@ def test_a_bad_shard_stops_a_run_in_one_line_and_writes_nothing(shards, tmp_path
                                      "runtime": {"progress": False}})
     assert_user_error(kdlab_main("train", recipe, "--out", tmp_path / "run"), "test-000000.tar")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def hf_folder(cifar_subset, tmp_path_factory):
+    """The cifar_subset folder saved as a Hugging Face DatasetDict (train, validation) with embedded JPEG bytes."""
+    import datasets
+
+    features = datasets.Features({"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=CIFAR10_CLASSES)})
+    splits = {}
+    for split, name in (("train", "train"), ("test", "validation")):
+        samples = _folder_samples(cifar_subset, split)
+        splits[name] = datasets.Dataset.from_dict(
+            {"img": [{"bytes": f.read_bytes(), "path": None} for f, _ in samples],
+             "fine_label": [label for _, label in samples]}, features=features)
+    out = tmp_path_factory.mktemp("hf") / "cifar-subset"
+    datasets.DatasetDict(splits).save_to_disk(str(out))
+    return out
+
+
+def test_a_datasets_folder_holds_the_samples_of_the_folder(cifar_subset, hf_folder, private_cache):
+    folder = load_dataset("folder", cifar_subset)
+    copy = load_dataset("hf", hf_folder)  # test split: "validation" (there is no "test")
+    streamed = load_dataset("hf", hf_folder, residency="stream")
+    assert copy.classes == CIFAR10_CLASSES
+    for name in ("train", "test"):
+        a, b = getattr(folder, name), getattr(copy, name)
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+        assert np.array_equal(getattr(streamed, name).images.decode(), b.images)
+    common = dict(shuffle=True, seed=4, **STATS)
+    pairs = zip(DeviceLoader(copy.train, "cpu", 64, **common).batches(0),
+                StreamLoader(streamed.train, "cpu", 64, workers=2, **common).batches(0), strict=True)
+    assert all(torch.equal(xd, xs) and torch.equal(yd, ys) for (xd, yd), (xs, ys) in pairs)
+
+
+def test_bad_datasets_folders_are_one_line_errors(hf_folder, tmp_path, private_cache):
+    with pytest.raises(KdlabError, match="not a Hugging Face datasets folder written by save_to_disk"):
+        load_dataset("hf", tmp_path)
+    with pytest.raises(KdlabError, match=r"no split 'test' \(option test; splits: train, validation\)"):
+        load_dataset("hf", hf_folder, test="test")
+    with pytest.raises(KdlabError, match=r"no image column 'picture' \(columns: img, fine_label\)"):
+        load_dataset("hf", hf_folder, image="picture")
+
+
+def test_a_missing_datasets_library_says_which_extra_to_install(hf_folder, monkeypatch, private_cache):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets now raises ImportError
+    with pytest.raises(KdlabError, match=r"data source hf needs the datasets library: pip install 'kdlab\[datasets\]'"):
+        load_dataset("hf", hf_folder, residency="stream")  # (decoded, it could come from the data cache)

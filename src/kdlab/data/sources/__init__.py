@@ -18,6 +18,7 @@ from kdlab.data.sources.cifar100 import decode_cifar100, locate_cifar100
 from kdlab.data.sources.digits import decode_digits, digits_version
 from kdlab.data.sources.folder import decode_folder, decode_image_folder, list_folder, list_image_folder
 from kdlab.data.sources.fsdd import decode_fsdd
+from kdlab.data.sources.hf_datasets import decode_hf, list_hf
 from kdlab.data.sources.idx import decode_idx
 from kdlab.data.sources.webdataset import decode_webdataset, list_webdataset
 
@@ -29,6 +30,7 @@ SOURCES: dict[str, Callable[..., Dataset]] = {
     "folder": decode_folder,
     "image_folder": decode_image_folder,
     "webdataset": decode_webdataset,
+    "hf": decode_hf,
     "fsdd": decode_fsdd,
     "audio_folder": decode_audio_folder,
 }
@@ -40,7 +42,7 @@ CONTENT_VERSIONS: dict[str, Callable[[], str]] = {"digits": digits_version}
 # Sources whose samples are files that can be read one by one: the listing gives the same Dataset as the source,
 # holding ImageFiles instead of decoded arrays (data.residency: stream).
 LISTINGS: dict[str, Callable[..., Dataset]] = {"folder": list_folder, "image_folder": list_image_folder,
-                                               "webdataset": list_webdataset}
+                                               "webdataset": list_webdataset, "hf": list_hf}
 
 # Options added after caches were keyed: left out of the cache key while at their default None, so existing
 # caches keep their keys.
