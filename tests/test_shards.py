@@ -166,3 +166,48 @@ def test_a_missing_datasets_library_says_which_extra_to_install(hf_folder, monke
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets now raises ImportError
     with pytest.raises(KdlabError, match=r"data source hf needs the datasets library: pip install 'kdlab\[datasets\]'"):
         load_dataset("hf", hf_folder, residency="stream")  # (decoded, it could come from the data cache)
+
+
+def test_each_rank_reads_only_its_share_of_the_shards(shards, private_cache, monkeypatch):
+    """Under torchrun (here: two ranks simulated in one process) a streamed split is read once in all: each rank
+    decodes only its part of every training batch, of the evaluation split, and of the statistics sample."""
+    from kdlab.data.files import TarMembers
+    from kdlab.train.distributed import Distributed
+    from kdlab.train.inputs import streamed_stats
+
+    read: list[str] = []
+    original = TarMembers.read
+    monkeypatch.setattr(TarMembers, "read", lambda self, i: read.append(original(self, i)[0]) or original(self, i))
+    streamed = load_dataset("webdataset", shards, residency="stream")
+    per_rank = []
+    for rank in (0, 1):
+        read.clear()
+        ranks = Distributed(rank, 2, rank, "gloo")
+        train = StreamLoader(streamed.train, "cpu", 64, workers=0, shuffle=True, seed=1, distributed=ranks, **STATS)
+        test = StreamLoader(streamed.test, "cpu", 64, workers=0, distributed=ranks, **STATS)
+        for loader in (train, test):
+            for _ in loader.batches(0):
+                pass
+        per_rank.append(list(read))
+    train_reads = [set(r) for r in per_rank]
+    assert not train_reads[0] & train_reads[1]  # no sample read by both ranks
+    assert len(train_reads[0] | train_reads[1]) == len(streamed.train) + len(streamed.test)
+    assert all(len(r) <= (len(streamed.train) + len(streamed.test)) / 2 + 64 for r in per_rank)
+
+    class OneRank(Distributed):  # a rank whose all_reduce records its partial sums instead of adding
+        def all_reduce_sum(self, tensor):
+            self.sums.append(tensor.clone())
+            return tensor
+
+    whole = streamed_stats([streamed.train.images], "cpu")
+    partial = []
+    for rank in (0, 1):
+        read.clear()
+        ranks = OneRank(rank, 2, rank, "gloo")
+        object.__setattr__(ranks, "sums", [])
+        streamed_stats([streamed.train.images], "cpu", ranks)
+        assert len(read) == len(streamed.train) // 2
+        partial.append(ranks.sums[0])
+    from kdlab.data.loader import stats_from_sums
+
+    assert stats_from_sums((partial[0] + partial[1]).numpy()) == whole

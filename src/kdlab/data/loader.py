@@ -35,18 +35,29 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def channel_stats(*splits: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of the uint8 images N x H x W x C of all ``splits`` together, on
     the [0, 1] scale."""
-    channels = splits[0].shape[-1]
-    total, total_sq, count = np.zeros(channels), np.zeros(channels), 0
-    for images in splits:
-        flat = images.reshape(-1, channels)
-        # Accumulate in chunks in float64 so a 50,000-image split needs no 1 GB temporary.
-        for start in range(0, flat.shape[0], 1 << 22):
-            chunk = flat[start : start + (1 << 22)].astype(np.float64) / 255.0
-            total += chunk.sum(0)
-            total_sq += (chunk**2).sum(0)
-        count += flat.shape[0]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
+    return stats_from_sums(sum(channel_sums(images) for images in splits))
+
+
+def channel_sums(images: np.ndarray) -> np.ndarray:
+    """[sum, sum of squares] per channel (2 x C, float64, [0, 1] scale) and the pixel count (column C) of uint8
+    images N x H x W x C: partial sums that add up across chunks and ranks."""
+    channels = images.shape[-1]
+    out = np.zeros((2, channels + 1))
+    flat = images.reshape(-1, channels)
+    # Accumulate in chunks in float64 so a 50,000-image split needs no 1 GB temporary.
+    for start in range(0, flat.shape[0], 1 << 22):
+        chunk = flat[start : start + (1 << 22)].astype(np.float64) / 255.0
+        out[0, :channels] += chunk.sum(0)
+        out[1, :channels] += (chunk**2).sum(0)
+    out[:, channels] = flat.shape[0]
+    return out
+
+
+def stats_from_sums(sums: np.ndarray) -> tuple[list[float], list[float]]:
+    """(mean, std) per channel, rounded to 6 decimals, from :func:`channel_sums`."""
+    count = sums[0, -1]
+    mean = sums[0, :-1] / count
+    std = np.sqrt(np.maximum(sums[1, :-1] / count - mean**2, 1e-12))
     return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
 
 

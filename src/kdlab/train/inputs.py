@@ -12,6 +12,7 @@ computes whatever the recipe leaves open (mean, std, the default features) from 
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from kdlab.data import load_dataset
 from kdlab.data.augment import CropFlip
 from kdlab.data.dataset import Dataset, Split
 from kdlab.data.noise import LabelNoise
-from kdlab.data.loader import DeviceLoader, channel_stats, logmel_stats
+from kdlab.data.loader import DeviceLoader, channel_stats, channel_sums, logmel_stats, stats_from_sums
 from kdlab.errors import KdlabError
 
 
@@ -77,8 +78,11 @@ def log_mel(data: DataConfig, dataset: Dataset, device: torch.device | str = "cp
         raise KdlabError(f"data.features: {error} (sample rate {dataset.sample_rate} Hz)") from None
 
 
-def fill_statistics(data: DataConfig, dataset: Dataset, device: torch.device | str = "cpu") -> None:
-    """Fill ``data.mean`` / ``data.std`` from train + val (and, for audio, ``data.features`` with its defaults)."""
+def fill_statistics(data: DataConfig, dataset: Dataset, device: torch.device | str = "cpu",
+                    distributed=None) -> None:
+    """Fill ``data.mean`` / ``data.std`` from train + val (and, for audio, ``data.features`` with its defaults).
+    Streamed images are read in chunks, each rank of a data-parallel run reading its share (the sums are
+    all-reduced), so no process decodes the split at once."""
     check_modality(data, dataset)
     if dataset.is_audio:
         # Spell out the defaults that depend on the data (hop n_fft / 4, f_max half the sample rate), so the run
@@ -90,12 +94,12 @@ def fill_statistics(data: DataConfig, dataset: Dataset, device: torch.device | s
     if data.mean is not None and data.std is not None:
         return
     splits = [split.images for split in (dataset.train, dataset.val) if split is not None]
-    if dataset.streamed:
-        splits = [stream_stats_sample(images) for images in splits]
     # Over train and val together: the whole training set, so the statistics (and everything keyed by them, like
     # teacher-logit caches) do not depend on which validation split the seed carved.
     if dataset.is_audio:
         mean, std = logmel_stats(log_mel(data, dataset, device), *splits, device=device)
+    elif dataset.streamed:
+        mean, std = streamed_stats(splits, device, distributed)
     else:
         mean, std = channel_stats(*splits)
     data.mean = data.mean or mean
@@ -103,15 +107,41 @@ def fill_statistics(data: DataConfig, dataset: Dataset, device: torch.device | s
 
 
 STATS_IMAGES = 100_000
+STATS_CHUNK = 256
 
 
-def stream_stats_sample(files) -> np.ndarray:
-    """The decoded pixels the statistics of a streamed split are computed from: every image up to
-    ``STATS_IMAGES``, else that many evenly spaced ones (so a split of 50,000 gets the statistics its decoded copy
-    would)."""
-    if len(files) > STATS_IMAGES:
-        files = files[np.linspace(0, len(files) - 1, STATS_IMAGES).astype(np.int64)]
-    return files.decode()
+def stream_stats_positions(count: int) -> np.ndarray:
+    """The images the statistics of a streamed split of ``count`` are computed from: all up to ``STATS_IMAGES``,
+    else that many evenly spaced ones (so a split of 50,000 gets the statistics its decoded copy would)."""
+    if count > STATS_IMAGES:
+        return np.linspace(0, count - 1, STATS_IMAGES).astype(np.int64)
+    return np.arange(count)
+
+
+def streamed_stats(splits, device, distributed=None) -> tuple[list[float], list[float]]:
+    """Channel statistics of streamed image splits, decoded ``STATS_CHUNK`` images at a time (this rank's share of
+    them under torchrun), with a progress bar."""
+    from tqdm import tqdm
+
+    jobs = []
+    for files in splits:
+        positions = stream_stats_positions(len(files))
+        if distributed is not None:
+            positions = positions[distributed.shard(len(positions))]
+        jobs.append((files, positions))
+    sums = np.zeros((2, splits[0].shape[-1] + 1))
+    bar = tqdm(total=sum(len(p) for _, p in jobs), unit="img", desc="input statistics", leave=False,
+               disable=None, file=sys.stderr)
+    for files, positions in jobs:
+        for start in range(0, len(positions), STATS_CHUNK):
+            chunk = positions[start : start + STATS_CHUNK]
+            sums += channel_sums(files[chunk].decode())
+            bar.update(len(chunk))
+    bar.close()
+    if distributed is not None:
+        total = torch.from_numpy(sums).to(device)
+        sums = distributed.all_reduce_sum(total).cpu().numpy()
+    return stats_from_sums(sums)
 
 
 def train_augment(data: DataConfig, dataset: Dataset):

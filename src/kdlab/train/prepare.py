@@ -58,7 +58,7 @@ def prepare(recipe: Recipe) -> Prepared:
                          f"processes: the global batch is split across them")
     data = recipe.data
     dataset = recipe_dataset(data, recipe.seed, runtime.device)
-    fill_statistics(data, dataset, runtime.device)
+    fill_statistics(data, dataset, runtime.device, distributed)
     features = log_mel(data, dataset, runtime.device)
 
     def loader(split, train: bool) -> DeviceLoader:
