@@ -18,6 +18,8 @@ from PIL import Image
 from kdlab.data import load_dataset
 from kdlab.data.augment import CropFlip
 from kdlab.data.loader import DeviceLoader
+from kdlab.data.resized_crop import RandomResizedCrop
+from kdlab.data.stored_views import StoredViews
 from kdlab.data.stream import StreamLoader
 from kdlab.errors import KdlabError
 from tests._cli import CIFAR10_CLASSES, ROOT, assert_user_error, kdlab_main, write_recipe
@@ -25,26 +27,37 @@ from tests._cli import CIFAR10_CLASSES, ROOT, assert_user_error, kdlab_main, wri
 STATS = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
 
 
-def _loaders(root, workers: int, **kwargs):
+def _loaders(root, workers: int, augment=None, **kwargs):
     device = load_dataset("folder", root, val_size=20, seed=5)
     streamed = load_dataset("folder", root, val_size=20, seed=5, residency="stream")
     assert streamed.streamed and not device.streamed
     assert streamed.fingerprint == device.fingerprint and streamed.classes == device.classes
     assert np.array_equal(streamed.train.source_index, device.train.source_index)
-    common = dict(shuffle=True, augment=CropFlip(3, "reflect", True), seed=11, **STATS, **kwargs)
+    augment = augment or CropFlip(3, "reflect", True)
+    common = dict(shuffle=True, augment=augment, seed=11, **STATS, **kwargs)
     return (DeviceLoader(device.train, "cpu", 16, **common),
             StreamLoader(streamed.train, "cpu", 16, workers=workers, **common))
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_streamed_batches_equal_the_device_batches(cifar_subset, private_cache, workers):
-    device, streamed = _loaders(cifar_subset, workers)
+STORED = StoredViews(RandomResizedCrop(24, scale=(0.3, 1.0)), count=3, seed=1)
+
+
+@pytest.mark.parametrize("workers, augment", [(0, None), (2, None), (2, STORED)], ids=["crop-0", "crop-2", "fkd-2"])
+def test_streamed_batches_equal_the_device_batches(cifar_subset, private_cache, workers, augment):
+    device, streamed = _loaders(cifar_subset, workers, augment)
     assert len(device) == len(streamed)
     for epoch in (0, 1):
         pairs = zip(device.batches(epoch, with_keys=True), streamed.batches(epoch, with_keys=True), strict=True)
         for (x_d, y_d, (s_d, v_d)), (x_s, y_s, (s_s, v_s)) in pairs:
             assert torch.equal(x_d, x_s) and torch.equal(y_d, y_s)
-            assert torch.equal(s_d, s_s) and torch.equal(v_d, v_s)  # same samples, same crop x flip views
+            assert torch.equal(s_d, s_s) and torch.equal(v_d, v_s)  # same samples, same views
+
+
+def test_fresh_random_resized_crops_stream_like_the_device(cifar_subset, private_cache):
+    device, streamed = _loaders(cifar_subset, 2, RandomResizedCrop(24))
+    for epoch in (0, 3):
+        for (x_d, y_d), (x_s, y_s) in zip(device.batches(epoch), streamed.batches(epoch), strict=True):
+            assert x_d.shape[-1] == 24 and torch.equal(x_d, x_s) and torch.equal(y_d, y_s)
 
 
 def test_a_streamed_split_decodes_the_same_pixels(cifar_subset, private_cache):

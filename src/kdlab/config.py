@@ -13,12 +13,21 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdlab.errors import KdlabError
+
+
+def _positive_std(value):
+    if value is not None and any(s <= 0 for s in value):
+        raise ValueError("every std must be > 0")
+    return value
+
+
+PositiveStd = Annotated[list[float] | None, AfterValidator(_positive_std)]  # input statistics: every std > 0
 
 
 class Strict(BaseModel):
@@ -98,7 +107,7 @@ class DataConfig(Strict):
                                                                 "instead of the padded crop (ImageNet-style)")
     mean: list[float] | None = Field(None, description="per-channel mean on [0, 1] (audio: of the log-mel values); "
                                      "None computes it from train")
-    std: list[float] | None = Field(None, description="per-channel std on [0, 1] (audio: of the log-mel values); "
+    std: PositiveStd = Field(None, description="per-channel std on [0, 1] (audio: of the log-mel values); "
                                     "None computes it from train")
     features: LogMelConfig | None = Field(None, description="audio only: the log-mel features (None: the defaults)")
     audio_augment: AudioAugmentConfig | None = Field(None, description="audio only: time shift, gain, SpecAugment")
@@ -117,13 +126,6 @@ class DataConfig(Strict):
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
         return None if value is None else os.path.normpath(Path(os.path.expandvars(value)).expanduser().absolute())
-
-    @field_validator("std")
-    @classmethod
-    def _positive_std(cls, value):
-        if value is not None and any(s <= 0 for s in value):
-            raise ValueError("every std must be > 0")
-        return value
 
     @model_validator(mode="after")
     def _one_crop(self):

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kdlab.config import PositiveStd
 from kdlab.errors import KdlabError
 
 
@@ -43,7 +44,7 @@ class LibraryTeacherSpec(BaseModel):
     interpolation: Literal["nearest", "bilinear", "bicubic"] | None = Field(None, description="resize filter; None: "
                                                                              "the library's")
     mean: list[float] | None = Field(None, description="per-channel mean on [0, 1]; None: the library's")
-    std: list[float] | None = Field(None, description="per-channel std on [0, 1]; None: the library's")
+    std: PositiveStd = Field(None, description="per-channel std on [0, 1]; None: the library's")
     extra_classes: Literal["error", "drop"] = Field("error", description="teacher classes the student lacks")
     download: bool = Field(False, description="allow fetching the library's pretrained weights (offline default)")
 
@@ -62,13 +63,6 @@ class LibraryTeacherSpec(BaseModel):
     @classmethod
     def _classes_file_absolute(cls, value):
         return _absolute(value) if isinstance(value, str) else value
-
-    @field_validator("std")
-    @classmethod
-    def _positive_std(cls, value):
-        if value is not None and any(s <= 0 for s in value):
-            raise ValueError("every std must be > 0")
-        return value
 
     @field_validator("input_size")
     @classmethod

@@ -8,7 +8,8 @@ running the teacher. Here the views are those of :class:`~kdlab.data.stored_view
 * ``boxes``: the crop box and flip (top, left, height, width, flip; int32), checked against the loader's boxes
   when a run opens the store,
 * ``indices`` / ``values``: the k largest raw logits and their classes (values in the dtype the teacher computed
-  them in, bf16 under bf16 autocast, so nothing is rounded twice),
+  them in, bf16 under bf16 autocast, so nothing is rounded twice; with k = K all logits in class order and no
+  indices),
 * ``lse``: logsumexp of all K logits (float32),
 * ``filled``: which entries hold values.
 
@@ -20,7 +21,7 @@ teacher ran live on the same views (tested). The summary records ``exact`` accor
 
 On disk: ``<cache root>/teacher-views/<key>/views.safetensors`` + ``meta.json`` (format, key, shape, k, dtype, the
 augmentation record), written atomically and merged with entries another run stored meanwhile. Loaded with
-safetensors (no pickle). Memory: per image N x (k x (2 + value bytes) + 4 + 1 + 20) bytes: ImageNet with N = 10,
+safetensors (no pickle). Memory: per image N x (k x (2 + value bytes) + 4 + 1 + 20) bytes (k < K): ImageNet with N = 10,
 k = 10 in bf16 is about 0.6 GB in host memory, where a dense N x K table would be 26 GB.
 """
 
@@ -55,7 +56,8 @@ class StoredTeacherViews(TeacherLogitCache):
         self.augment = augment
         self.boxes = boxes.to(torch.int32).cpu()
         index_dtype = torch.int16 if num_classes <= 32767 else torch.int32
-        self.indices = torch.zeros(num_samples, num_views, self.k, dtype=index_dtype)
+        # k = K keeps the logits in class order: no indices needed
+        self.indices = torch.zeros(num_samples, num_views, 0 if self.exact else self.k, dtype=index_dtype)
         self.values = torch.zeros(num_samples, num_views, self.k, dtype=dtype)
         self.lse = torch.zeros(num_samples, num_views, dtype=torch.float32)
         self.filled = torch.zeros(num_samples, num_views, dtype=torch.bool)
@@ -74,17 +76,19 @@ class StoredTeacherViews(TeacherLogitCache):
 
     def _put(self, sample, view, logits: torch.Tensor) -> None:
         logits = logits.detach()
-        values, indices = logits.topk(self.k, dim=1) if not self.exact else (logits, None)
-        if indices is None:
-            indices = torch.arange(self.num_classes, device=logits.device).expand_as(logits)
-        self.values[sample, view] = values.cpu()
-        self.indices[sample, view] = indices.to(self.indices.dtype).cpu()
+        if self.exact:
+            self.values[sample, view] = logits.cpu()
+        else:
+            values, indices = logits.topk(self.k, dim=1)
+            self.values[sample, view] = values.cpu()
+            self.indices[sample, view] = indices.to(self.indices.dtype).cpu()
         self.lse[sample, view] = torch.logsumexp(logits.float(), dim=1).cpu()
 
     def _get(self, sample, view) -> torch.Tensor:
-        values, indices = self.values[sample, view], self.indices[sample, view].long()
+        values = self.values[sample, view]
         if self.exact:
-            return torch.empty_like(values).scatter_(1, indices, values)
+            return values
+        indices = self.indices[sample, view].long()
         lse = self.lse[sample, view]
         rest = (1 - torch.exp(values.float() - lse[:, None]).sum(1)).clamp_min(MIN_REST)
         others = lse + torch.log(rest / (self.num_classes - self.k))
