@@ -13,21 +13,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdlab.errors import KdlabError
-
-
-def _positive_std(value):
-    if value is not None and any(s <= 0 for s in value):
-        raise ValueError("every std must be > 0")
-    return value
-
-
-PositiveStd = Annotated[list[float] | None, AfterValidator(_positive_std)]  # input statistics: every std > 0
+from kdlab.fields import PositiveStd
 
 
 class Strict(BaseModel):

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kdlab.config import PositiveStd
+from kdlab.fields import PositiveStd
 from kdlab.errors import KdlabError
 
 
