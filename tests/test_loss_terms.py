@@ -13,6 +13,7 @@ import torch
 from kdlab import losses, methods, models
 from kdlab.data import load_dataset
 from kdlab.methods import MethodContext
+from kdlab.methods.with_features import WithFeatures
 from kdlab.teacher import Teacher
 
 N, K = 16, 7
@@ -133,11 +134,11 @@ def digits():
     return load_dataset("digits")
 
 
-def _in_memory_teacher(calls: list):
+def _in_memory_teacher(calls: list, model_name: str = "cnn_small8"):
     def load_teacher(run_dir, checkpoint="final"):
         calls.append((run_dir, checkpoint))
         torch.manual_seed(1)
-        return Teacher(models.create("cnn_small8", 10, in_channels=1))
+        return Teacher(models.create(model_name, 10, in_channels=1))
 
     return load_teacher
 
@@ -146,9 +147,10 @@ def _in_memory_teacher(calls: list):
 def test_every_method_logs_a_task_term_and_finite_weighted_terms(digits, name):
     cls = methods.get(name)
     params = {"teacher": "/nowhere/teacher"} if cls.needs_teacher else {}
-    model_name = "resnet8" if cls.has_heads else "cnn_small8"
+    staged = cls.has_heads or issubclass(cls, WithFeatures)  # online branches and feature taps need named stages
+    model_name = "resnet8" if staged else "cnn_small8"
     calls: list = []
-    context = MethodContext(digits, model_name=model_name, load_teacher=_in_memory_teacher(calls))
+    context = MethodContext(digits, model_name=model_name, load_teacher=_in_memory_teacher(calls, model_name))
     torch.manual_seed(0)
     method = cls(models.create(model_name, 10, in_channels=1), cls.Params.model_validate(params), context)
     assert calls == ([("/nowhere/teacher", "final")] if cls.needs_teacher else [])

@@ -40,17 +40,22 @@ def get(name: str, where: str = "recipe") -> type[Method]:
 
 def _load_methods() -> None:
     from kdlab.methods import (  # noqa: F401
+        attention,
         bdkd,
         cl_ilr,
         cross_entropy,
         dkd,
         dml,
+        fitnet,
         kd,
         label_smoothing,
         margin,
         okddip,
         one,
         output_smoothing,
+        pkt,
+        rkd,
+        similarity,
         teacher_free_kd,
         zipf,
     )

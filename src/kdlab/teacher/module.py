@@ -126,6 +126,7 @@ class Teacher(nn.Module):
                                 interpolation=interpolation)
         elif renormalise is not None and needs_renormalising(*renormalise):
             graph = Renormalise(graph, *renormalise)
+        object.__setattr__(self, "_eager", graph)  # network + class selection + re-normalisation, never compiled
         if compile:
             from kdlab.teacher.compiled import CompiledInference
 
@@ -155,6 +156,20 @@ class Teacher(nn.Module):
             else:
                 logits = self.graph(inputs)
         return logits.clone()  # an ordinary tensor again, so autograd may use it as a constant
+
+    def tap(self, names):
+        """:class:`~kdlab.models.taps.FeatureTaps` on the teacher's own network, for :meth:`features`."""
+        from kdlab.models.taps import FeatureTaps
+
+        return FeatureTaps(self.network, names)
+
+    def features(self, inputs: torch.Tensor, taps) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(z^t, the features of ``taps``) of ``inputs`` from one eager pass of the network (features need its
+        modules, so neither the compiled graph nor the logit cache serves them); constants for the student's loss."""
+        with torch.inference_mode():
+            logits = self._eager(inputs)
+            features = taps.take()
+        return logits.clone(), [f.clone() for f in features]
 
     def train(self, mode: bool = True):
         return super().train(False)  # frozen: always in eval mode
