@@ -147,6 +147,8 @@ def _in_memory_teacher(calls: list, model_name: str = "cnn_small8"):
 def test_every_method_logs_a_task_term_and_finite_weighted_terms(digits, name):
     cls = methods.get(name)
     params = {"teacher": "/nowhere/teacher"} if cls.needs_teacher else {}
+    if "teachers" in cls.Params.model_fields:  # an ensemble of teachers (multi_kd)
+        params = {"teachers": ["/nowhere/teacher"]}
     staged = cls.has_heads or issubclass(cls, WithFeatures)  # online branches and feature taps need named stages
     model_name = "resnet8" if staged else "cnn_small8"
     calls: list = []

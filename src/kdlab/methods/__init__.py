@@ -50,6 +50,7 @@ def _load_methods() -> None:
         kd,
         label_smoothing,
         margin,
+        multi_teacher,
         okddip,
         one,
         output_smoothing,
