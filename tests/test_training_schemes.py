@@ -155,3 +155,89 @@ def test_a_killed_mixup_run_resumes_to_the_same_result(teachers, tmp_path):
     assert kdlab_main("train", "--resume", tmp_path / "k").returncode == 0
     whole, resumed = (json.loads((tmp_path / p / "summary.json").read_text()) for p in ("whole", "k"))
     assert whole["final"] == resumed["final"]
+
+
+# ------------------------------------------------------------------------------------------------ mean teacher
+
+
+def _mean_teacher(decay):
+    from kdlab import methods, models
+    from kdlab.data import load_dataset
+    from kdlab.methods import MethodContext
+
+    cls = methods.get("mean_teacher")
+    torch.manual_seed(0)
+    return cls(models.create("cnn_small8", 10, in_channels=1), cls.Params(decay=decay),
+               MethodContext(load_dataset("digits")))
+
+
+def test_mean_teacher_averages_the_weights_as_written():
+    method = _mean_teacher(0.9).train()
+    optimizer = torch.optim.SGD(method.model.parameters(), lr=0.5)
+    x, y = torch.randn(8, 1, 8, 8), torch.arange(8)
+    expected = [p.detach().clone() for p in method.model.parameters()]  # step 1: the student itself
+    for step in range(3):
+        current = [p.detach().clone() for p in method.model.parameters()]
+        if step:
+            expected = [0.9 * e + 0.1 * c for e, c in zip(expected, current)]
+        _, terms = method(x, y, 0)
+        for e, a in zip(expected, method.ema.parameters()):
+            torch.testing.assert_close(a, e)
+        optimizer.zero_grad()
+        sum(terms.values()).backward()
+        optimizer.step()
+    assert not any(p.requires_grad for p in method.ema.parameters())
+    assert bool(method.started) and "started" in method.state_dict()
+
+
+def test_mean_teacher_with_decay_zero_is_the_previous_step_student():
+    method = _mean_teacher(0.0).train()
+    optimizer = torch.optim.SGD(method.model.parameters(), lr=0.5)
+    x, y = torch.randn(8, 1, 8, 8), torch.arange(8)
+    for _ in range(2):
+        before = {k: v.clone() for k, v in method.model.state_dict().items()}
+        with torch.no_grad():
+            method.model.eval()
+            expected = method.model(x)  # a Tf-KD-self teacher with the latest weights gives these logits
+            method.model.train()
+        _, terms = method(x, y, 0)  # (the student's train-mode pass then moves its own BatchNorm statistics)
+        assert all(torch.equal(v, before[k]) for k, v in method.ema.state_dict().items())
+        torch.testing.assert_close(method.ema(x), expected, rtol=0, atol=0)
+        optimizer.zero_grad()
+        sum(terms.values()).backward()
+        optimizer.step()
+
+
+def test_ramp_up_is_the_sigmoid_schedule():
+    from kdlab.methods.mean_teacher import ramp_up
+
+    assert ramp_up(0, 10) == pytest.approx(np.exp(-5)) and ramp_up(5, 10) == pytest.approx(np.exp(-5 * 0.25))
+    assert ramp_up(10, 10) == ramp_up(99, 10) == ramp_up(0, 0) == 1.0
+
+
+def test_a_killed_mean_teacher_run_resumes_exactly_and_exports_the_student_alone(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from tests._cli import ROOT, kdlab_main, write_recipe
+
+    raw = {"data": {"source": "digits", "val_size": 0.1}, "model": {"name": "cnn_small8"},
+           "method": {"name": "mean_teacher", "decay": 0.99, "ramp_epochs": 2}, "train": {"epochs": 3},
+           "runtime": {"progress": False, "threads": 1, "precision": "fp32"}}
+    recipe = write_recipe(tmp_path, raw)
+    assert kdlab_main("train", recipe, "--out", tmp_path / "whole").returncode == 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "KDLAB_CACHE_DIR": str(tmp_path / "c"),
+           "KDLAB_FAULT": "kill@state.json#2"}
+    killed = subprocess.run([sys.executable, "-m", "kdlab", "train", str(recipe), "--out", str(tmp_path / "k")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert kdlab_main("train", "--resume", tmp_path / "k").returncode == 0
+    whole, resumed = (json.loads((tmp_path / p / "summary.json").read_text()) for p in ("whole", "k"))
+    assert whole["final"] == resumed["final"]
+    exported = load_file(str(tmp_path / "whole" / "checkpoint" / "model.safetensors"))
+    assert not any(k.startswith("ema") for k in exported)
+    terms = json.loads((tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"train_ce", "train_consistency"} <= set(terms)

@@ -50,6 +50,7 @@ def _load_methods() -> None:
         kd,
         label_smoothing,
         margin,
+        mean_teacher,
         mixup_kd,
         multi_teacher,
         okddip,
