@@ -69,6 +69,21 @@ def write_recipe(folder: Path, raw, name: str = "recipe.yaml") -> Path:
     return path
 
 
+def train_killed_and_resumed(tmp_path: Path, recipe: Path) -> tuple[dict, dict]:
+    """The summaries of ``recipe`` trained in one go and trained, killed (SIGKILL while writing its second
+    checkpoint) and resumed: callers assert they are equal."""
+    import json
+
+    assert kdlab_main("train", recipe, "--out", tmp_path / "whole").returncode == 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "KDLAB_CACHE_DIR": str(tmp_path / "kill-cache"),
+           "KDLAB_FAULT": "kill@state.json#2"}
+    killed = subprocess.run([sys.executable, "-m", "kdlab", "train", str(recipe), "--out", str(tmp_path / "killed")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert kdlab_main("train", "--resume", tmp_path / "killed").returncode == 0
+    return tuple(json.loads((tmp_path / name / "summary.json").read_text()) for name in ("whole", "killed"))
+
+
 def snapshot(folder: Path, any_content: tuple[str, ...] = ()) -> dict[str, bytes | None]:
     """Every file and folder under ``folder``: relative path -> bytes (None for a folder; just b"..." for files
     named in ``any_content``, e.g. a run's ``.lock``, which holds the pid of whoever last locked it)."""

@@ -5,9 +5,6 @@ exactly after kill -9 and stay out of model.safetensors."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,7 +17,7 @@ from kdlab.errors import KdlabError
 from kdlab.losses import features as F
 from kdlab.models.taps import FeatureTaps
 from kdlab.train.engine import train
-from tests._cli import ROOT, assert_user_error, kdlab_main, write_recipe
+from tests._cli import assert_user_error, kdlab_main, train_killed_and_resumed, write_recipe
 
 rng = np.random.default_rng(0)
 
@@ -143,16 +140,9 @@ def _recipe(teacher, method: dict, epochs=2):
 
 def test_fitnet_connectors_train_resume_after_kill_and_stay_out_of_the_model(teacher, tmp_path):
     recipe = write_recipe(tmp_path, _recipe(teacher, {"name": "fitnet"}, epochs=3))
+    whole_summary, resumed = train_killed_and_resumed(tmp_path, recipe)
+    assert whole_summary["final"] == resumed["final"]
     whole = tmp_path / "whole"
-    assert kdlab_main("train", recipe, "--out", whole).returncode == 0
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "KDLAB_CACHE_DIR": str(tmp_path / "c"),
-           "KDLAB_FAULT": "kill@state.json#2"}
-    killed = subprocess.run([sys.executable, "-m", "kdlab", "train", str(recipe), "--out", str(tmp_path / "k")],
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr
-    assert kdlab_main("train", "--resume", tmp_path / "k").returncode == 0
-    a, b = (json.loads((p / "summary.json").read_text()) for p in (whole, tmp_path / "k"))
-    assert a["final"] == b["final"]
     exported = load_file(str(whole / "checkpoint" / "model.safetensors"))
     assert not any("connector" in key for key in exported)
     assert exported.keys() == models.create("resnet8", 10, in_channels=1).state_dict().keys()

@@ -13,6 +13,7 @@ from kdlab import losses
 from kdlab.config import load_recipe
 from kdlab.losses.ensemble import COMBINATIONS, ensemble_kd
 from kdlab.train.engine import train
+from tests._cli import train_killed_and_resumed, write_recipe
 
 rng = np.random.default_rng(1)
 
@@ -138,22 +139,9 @@ def test_mixup_kd_at_rate_zero_is_kd_exactly_and_mixing_changes_it(teachers, tmp
 
 
 def test_a_killed_mixup_run_resumes_to_the_same_result(teachers, tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    from tests._cli import ROOT, kdlab_main, write_recipe
-
     raw = _recipe({"name": "mixup_kd", "teacher": str(teachers[0]), "kind": "cutmix"}, tmp_path).to_dict()
     raw["train"]["epochs"] = 3
-    recipe = write_recipe(tmp_path, raw)
-    assert kdlab_main("train", recipe, "--out", tmp_path / "whole").returncode == 0
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "KDLAB_FAULT": "kill@state.json#2"}
-    killed = subprocess.run([sys.executable, "-m", "kdlab", "train", str(recipe), "--out", str(tmp_path / "k")],
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr
-    assert kdlab_main("train", "--resume", tmp_path / "k").returncode == 0
-    whole, resumed = (json.loads((tmp_path / p / "summary.json").read_text()) for p in ("whole", "k"))
+    whole, resumed = train_killed_and_resumed(tmp_path, write_recipe(tmp_path, raw))
     assert whole["final"] == resumed["final"]
 
 
@@ -216,26 +204,12 @@ def test_ramp_up_is_the_sigmoid_schedule():
 
 
 def test_a_killed_mean_teacher_run_resumes_exactly_and_exports_the_student_alone(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     from safetensors.torch import load_file
-
-    from tests._cli import ROOT, kdlab_main, write_recipe
 
     raw = {"data": {"source": "digits", "val_size": 0.1}, "model": {"name": "cnn_small8"},
            "method": {"name": "mean_teacher", "decay": 0.99, "ramp_epochs": 2}, "train": {"epochs": 3},
            "runtime": {"progress": False, "threads": 1, "precision": "fp32"}}
-    recipe = write_recipe(tmp_path, raw)
-    assert kdlab_main("train", recipe, "--out", tmp_path / "whole").returncode == 0
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "KDLAB_CACHE_DIR": str(tmp_path / "c"),
-           "KDLAB_FAULT": "kill@state.json#2"}
-    killed = subprocess.run([sys.executable, "-m", "kdlab", "train", str(recipe), "--out", str(tmp_path / "k")],
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr
-    assert kdlab_main("train", "--resume", tmp_path / "k").returncode == 0
-    whole, resumed = (json.loads((tmp_path / p / "summary.json").read_text()) for p in ("whole", "k"))
+    whole, resumed = train_killed_and_resumed(tmp_path, write_recipe(tmp_path, raw))
     assert whole["final"] == resumed["final"]
     exported = load_file(str(tmp_path / "whole" / "checkpoint" / "model.safetensors"))
     assert not any(k.startswith("ema") for k in exported)
