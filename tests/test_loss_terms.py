@@ -149,6 +149,8 @@ def test_every_method_logs_a_task_term_and_finite_weighted_terms(digits, name):
     params = {"teacher": "/nowhere/teacher"} if cls.needs_teacher else {}
     if "teachers" in cls.Params.model_fields:  # an ensemble of teachers (multi_kd)
         params = {"teachers": ["/nowhere/teacher"]}
+    if "negatives" in cls.Params.model_fields:  # a memory bank smaller than the digits' training split (crd)
+        params["negatives"] = 32
     staged = cls.has_heads or issubclass(cls, WithFeatures)  # online branches and feature taps need named stages
     model_name = "resnet8" if staged else "cnn_small8"
     calls: list = []
@@ -157,7 +159,8 @@ def test_every_method_logs_a_task_term_and_finite_weighted_terms(digits, name):
     method = cls(models.create(model_name, 10, in_channels=1), cls.Params.model_validate(params), context)
     assert calls == ([("/nowhere/teacher", "final")] if cls.needs_teacher else [])
     x, y = torch.randn(8, 1, 8, 8), torch.arange(8)
-    logits, terms = method(x, y, 0, None)
+    keys = (torch.from_numpy(digits.train.source_index[:8]), torch.zeros(8, dtype=torch.int64))
+    logits, terms = method(x, y, 0, keys if cls.needs_sample_keys else None)
     assert logits.shape == (8, 10)
     assert "ce" in terms and len(terms) >= 1
     assert all(t.ndim == 0 and torch.isfinite(t) for t in terms.values())

@@ -200,9 +200,8 @@ class DeviceLoader:
 
     def batches(self, epoch: int = 0, with_keys: bool = False) -> Iterator[tuple]:
         """Yield the epoch's (inputs, labels) batches; with ``with_keys``, (inputs, labels, keys) where ``keys`` is
-        (sample ``source_index``, view index), both int64 on the device."""
-        if with_keys and not self.discrete_views:
-            raise ValueError(f"{type(self.augment).__name__} is not a discrete augmentation: inputs have no view keys")
+        (sample ``source_index``, view index), both int64 on the device. The view index is -1 under an augmentation
+        whose views are not discrete (the sample keys still name the samples, for per-sample method state)."""
         order, views = self.epoch_plan(epoch)
         for b, index, raw in self._raw_batches(order):
             batch_views = views[b * self.batch_size : (b + 1) * self.batch_size] if views is not None else None
@@ -214,7 +213,12 @@ class DeviceLoader:
             if not with_keys:
                 yield inputs, self.labels[index]
                 continue
-            view = self.augment.view_index(batch_views) if batch_views is not None else torch.zeros_like(index)
+            if batch_views is None:
+                view = torch.zeros_like(index)
+            elif self.discrete_views:
+                view = self.augment.view_index(batch_views)
+            else:
+                view = torch.full_like(index, -1)
             yield inputs, self.labels[index], (self.source_index[index], view)
 
     __iter__ = batches

@@ -107,3 +107,13 @@ def rkd_loss(student: torch.Tensor, teacher: torch.Tensor, distance_weight: floa
     distance = F.smooth_l1_loss(_normalised_distances(student), _normalised_distances(teacher))
     angle = F.smooth_l1_loss(_angles(student), _angles(teacher))
     return distance_weight * distance + angle_weight * angle
+
+
+def vid_loss(mean: torch.Tensor, teacher: torch.Tensor, log_scale: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """VID: the mean over all elements of the Gaussian negative log-likelihood of the teacher's features under
+    N(mu(f_s), sigma^2) without its constant, 0.5 ((mu - f_t)^2 / sigma^2 + log sigma^2), with one variance per
+    channel sigma^2 = softplus(log_scale) + eps (Ahn et al. 2019, docs/methods/feature_kd.md §6)."""
+    mean, teacher = match_size(mean, teacher)
+    variance = F.softplus(upcast(log_scale)) + eps
+    variance = variance.view(1, -1, *([1] * (teacher.dim() - 2)))
+    return (0.5 * ((upcast(mean) - upcast(teacher)).pow(2) / variance + variance.log())).mean()

@@ -43,6 +43,7 @@ def _load_methods() -> None:
         attention,
         bdkd,
         cl_ilr,
+        crd,
         cross_entropy,
         dkd,
         dml,
@@ -60,6 +61,7 @@ def _load_methods() -> None:
         rkd,
         similarity,
         teacher_free_kd,
+        vid,
         zipf,
     )
 

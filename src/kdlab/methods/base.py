@@ -67,6 +67,7 @@ class Method(nn.Module, ABC):
     frozen: ClassVar[tuple[str, ...]] = ()
     has_heads: ClassVar[bool] = False  # trains several heads: head_logits() gives each one's logits
     needs_teacher: ClassVar[bool] = False  # distils from a teacher run (``method.teacher``)
+    needs_sample_keys: ClassVar[bool] = False  # reads per-sample state (a memory bank): batches carry their keys
 
     def __init__(self, model: nn.Module, params: BaseModel, context: MethodContext):
         super().__init__()

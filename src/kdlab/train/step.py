@@ -61,7 +61,7 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
     bad_values: torch.Tensor | None = None  # its term values and gradient norm
     bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", leave=False,
                disable=not show_bar, file=sys.stderr, dynamic_ncols=True)
-    with_keys = prepared.teachers is not None and prepared.teachers.wants_keys
+    with_keys = (prepared.teachers is not None and prepared.teachers.wants_keys) or method.needs_sample_keys
     for step, batch in enumerate(prepared.train_loader.batches(epoch, with_keys=with_keys)):
         if max_steps is not None and step >= max_steps:
             break
