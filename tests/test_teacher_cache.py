@@ -112,6 +112,12 @@ class Rotation:
     discrete = False
     num_views = None
 
+    def sample(self, n, generator, **_):
+        return torch.rand(n, generator=generator) * 360.0  # an angle per sample
+
+    def apply(self, images, angles):
+        return images  # the stand-in never rotates: only its keys matter here
+
 
 def test_non_discrete_augmentation_is_refused(teacher, tmp_path):
     prepared = prepare(kd_recipe(teacher, tmp_path))
