@@ -21,5 +21,5 @@ class AttentionTransfer(WithFeatures):
         student_taps: list[str] = Field(default_factory=lambda: ["stage2", "stage3", "stage4"])
         teacher_taps: list[str] = Field(default_factory=lambda: ["stage2", "stage3", "stage4"])
 
-    def feature_loss(self, student, teacher):
+    def feature_loss(self, student, teacher, keys=None):
         return attention_loss(student, teacher, self.params.p)

@@ -45,23 +45,27 @@ class ContrastMemory(nn.Module):
 
     def rows(self, sample_keys: torch.Tensor) -> torch.Tensor:
         """Bank rows B x (K+1): each sample's own row, then K rows drawn uniformly (with replacement) from the
-        samples of other classes, from a generator seeded by (draw_seed, step)."""
-        if sample_keys.max() >= len(self.position) or (self.position[sample_keys] < 0).any():
+        samples of other classes, from a generator on the bank's device seeded by (draw_seed, step). One host sync
+        a step: the seed, with the check that every key is in the bank."""
+        inside = sample_keys < len(self.position)
+        own = self.position[torch.where(inside, sample_keys, 0)]
+        seed, outside = torch.stack([self.draw_seed + self.steps, (~inside | (own < 0)).any().long()]).tolist()
+        if outside:
             raise KdlabError("method crd: a training batch holds samples outside the training split's memory bank")
-        own = self.position[sample_keys]
         y = self.labels[own]
-        generator = torch.Generator().manual_seed(int(self.draw_seed) + int(self.steps))
-        others = (self.num_data - self.class_count[y]).cpu()
-        u = (torch.rand(len(own), self.negatives, generator=generator, dtype=torch.float64) * others.unsqueeze(1))
-        u = u.long().clamp_max_(others.unsqueeze(1) - 1).to(own.device)
-        start = self.class_start[y].unsqueeze(1)
-        u = torch.where(u >= start, u + self.class_count[y].unsqueeze(1), u)  # skip the anchor's own class
+        count = self.class_count[y].unsqueeze(1)
+        generator = torch.Generator(device=own.device).manual_seed(seed)
+        others = self.num_data - count  # how many samples are of another class
+        u = torch.rand(len(own), self.negatives, generator=generator, device=own.device, dtype=torch.float64)
+        u = (u * others).long().minimum(others - 1)
+        u = torch.where(u >= self.class_start[y].unsqueeze(1), u + count, u)  # skip the anchor's own class
         return torch.cat([own.unsqueeze(1), self.by_class[u]], dim=1)
 
     def normalise(self, which: int, scores: torch.Tensor) -> torch.Tensor:
-        """scores / Z, Z set from the first batch's scores (mean x N) and then fixed."""
-        if float(self.normalisers[which]) < 0:
-            self.normalisers[which] = scores.detach().double().mean() * self.num_data
+        """scores / Z, Z set from the first batch's scores (mean x N) and then fixed (no host sync)."""
+        current = self.normalisers[which]
+        first = scores.detach().double().mean() * self.num_data
+        self.normalisers[which] = torch.where(current < 0, first, current)
         return scores / self.normalisers[which].to(scores.dtype)
 
     @torch.no_grad()

@@ -38,28 +38,21 @@ class ContrastiveRepresentation(WithFeatures):
         super().__init__(model, params, context)
         if len(params.student_taps) != 1:
             raise KdlabError(f"method crd: one student and one teacher tap (the embeddings), got {params.student_taps}")
-        from kdlab.methods.connectors import probe_shapes
-
-        student, teacher = probe_shapes(model, self._student_taps, self.teacher, self._teacher_taps,
-                                        context.model_input_shape)
+        student, teacher = self.feature_shapes(context)
         self.embed_student = nn.Linear(student[0][1:].numel(), params.embedding_dim)
         self.embed_teacher = nn.Linear(teacher[0][1:].numel(), params.embedding_dim)
         train = context.dataset.train
         self.memory = ContrastMemory(train.source_index, train.labels, params.embedding_dim, params.negatives,
                                      params.momentum)
 
-    def forward(self, inputs, labels, epoch, keys=None):
+    def feature_loss(self, student, teacher, keys=None):
         if keys is None:
             raise KdlabError("method crd needs the batches' sample keys (the engine passes them; in your own loop "
                              "call it with keys=(sample indices, views))")
-        self._keys = keys[0]
-        return super().forward(inputs, labels, epoch, keys)
-
-    def feature_loss(self, student, teacher):
         p, memory = self.params, self.memory
         v_s = F.normalize(self.embed_student(student[0].flatten(1)).float(), dim=1)
         v_t = F.normalize(self.embed_teacher(teacher[0].flatten(1).float()).float(), dim=1)
-        rows = memory.rows(self._keys)
+        rows = memory.rows(keys[0])
         s_scores = memory.normalise(0, contrast_scores(v_s, memory.teacher[rows], p.temperature))
         t_scores = memory.normalise(1, contrast_scores(v_t, memory.student[rows], p.temperature))
         loss = nce_loss(s_scores, memory.num_data) + nce_loss(t_scores, memory.num_data)

@@ -22,5 +22,5 @@ class FitNet(WithFeatures):
         student_taps: list[str] = Field(default_factory=lambda: ["stage3"])
         teacher_taps: list[str] = Field(default_factory=lambda: ["stage3"])
 
-    def feature_loss(self, student, teacher):
+    def feature_loss(self, student, teacher, keys=None):
         return sum(hint_loss(s, t) for s, t in zip(student, teacher)) / len(student)

@@ -17,5 +17,5 @@ class ProbabilisticTransfer(WithFeatures):
     class Params(FeatureParams):
         beta: float = Field(30000.0, ge=0, description="weight of the PKT term")
 
-    def feature_loss(self, student, teacher):
+    def feature_loss(self, student, teacher, keys=None):
         return sum(pkt_loss(s, t) for s, t in zip(student, teacher)) / len(student)

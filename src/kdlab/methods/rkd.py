@@ -18,6 +18,6 @@ class RelationalKD(WithFeatures):
         distance_weight: float = Field(25.0, ge=0, description="w_d")
         angle_weight: float = Field(50.0, ge=0, description="w_a")
 
-    def feature_loss(self, student, teacher):
+    def feature_loss(self, student, teacher, keys=None):
         p = self.params
         return sum(rkd_loss(s, t, p.distance_weight, p.angle_weight) for s, t in zip(student, teacher)) / len(student)

@@ -20,5 +20,5 @@ class SimilarityPreserving(WithFeatures):
         student_taps: list[str] = Field(default_factory=lambda: ["stage4"])
         teacher_taps: list[str] = Field(default_factory=lambda: ["stage4"])
 
-    def feature_loss(self, student, teacher):
+    def feature_loss(self, student, teacher, keys=None):
         return similarity_loss(student, teacher)

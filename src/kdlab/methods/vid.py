@@ -50,13 +50,9 @@ class VariationalInformation(WithFeatures):
 
     def __init__(self, model, params, context):
         super().__init__(model, params, context)
-        from kdlab.methods.connectors import probe_shapes
-
-        student, teacher = probe_shapes(model, self._student_taps, self.teacher, self._teacher_taps,
-                                        context.model_input_shape)
         self.regressors = nn.ModuleList(GaussianRegressor(s, t, params.initial_variance, params.eps)
-                                        for s, t in zip(student, teacher))
+                                        for s, t in zip(*self.feature_shapes(context)))
 
-    def feature_loss(self, student, teacher):
+    def feature_loss(self, student, teacher, keys=None):
         return sum(vid_loss(r(s), t, r.log_scale, self.params.eps)
                    for r, s, t in zip(self.regressors, student, teacher))

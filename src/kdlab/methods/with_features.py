@@ -9,6 +9,8 @@ L = gamma CE(z, y) + alpha tau^2 KL(p^t_tau || p_tau) + beta L_feat(f_s, f_t), l
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from pydantic import Field, model_validator
 
 from kdlab import losses
@@ -37,7 +39,8 @@ class FeatureParams(TeacherParams):
 
 class WithFeatures(WithTeacher):
     """Subclasses set ``term`` (the logged name) and implement :meth:`feature_loss`; ``connect`` says whether each
-    student feature passes a trainable :class:`~kdlab.methods.connectors.Connector` first."""
+    student feature passes a trainable :class:`~kdlab.methods.connectors.Connector` first; heads of their own
+    (regressors, embeddings) are sized from :meth:`feature_shapes`."""
 
     Params = FeatureParams
     term = "feat"
@@ -50,18 +53,25 @@ class WithFeatures(WithTeacher):
         if self.connect:
             import torch.nn as nn
 
-            from kdlab.methods.connectors import Connector, probe_shapes
+            from kdlab.methods.connectors import Connector
 
-            student, teacher = probe_shapes(model, self._student_taps, self.teacher, self._teacher_taps,
-                                            context.model_input_shape)
-            self.connectors = nn.ModuleList(Connector(s, t) for s, t in zip(student, teacher))
+            self.connectors = nn.ModuleList(Connector(s, t) for s, t in zip(*self.feature_shapes(context)))
         self.check_shapes(context)
+
+    def feature_shapes(self, context) -> tuple[list, list]:
+        """The shapes of the tapped student and teacher features, from one probe batch."""
+        from kdlab.methods.connectors import probe_shapes
+
+        return probe_shapes(self.model, self._student_taps, self.teacher, self._teacher_taps,
+                            context.model_input_shape)
 
     def check_shapes(self, context) -> None:
         """A hook for methods whose feature pairs must agree in shape (checked once on a probe batch)."""
 
-    def feature_loss(self, student: list, teacher: list):
-        raise NotImplementedError
+    @abstractmethod
+    def feature_loss(self, student: list, teacher: list, keys=None):
+        """L_feat of the tapped features (lists, one tensor per pair); ``keys`` are the batch's (sample, view) keys
+        (methods with ``needs_sample_keys`` always get them)."""
 
     def forward(self, inputs, labels, epoch, keys=None):
         p = self.params
@@ -74,7 +84,7 @@ class WithFeatures(WithTeacher):
         if p.alpha > 0:
             terms["kd"] = p.alpha * losses.divergence(logits, teacher_logits, "kl", p.tau)
         try:
-            terms[self.term] = p.beta * self.feature_loss(student, teacher)
+            terms[self.term] = p.beta * self.feature_loss(student, teacher, keys)
         except RuntimeError as error:  # shapes that cannot be compared: say which taps
             raise KdlabError(f"method {self.name}: student taps {p.student_taps} and teacher taps {p.teacher_taps} "
                              f"give features that do not compare ({error})") from None
