@@ -251,3 +251,33 @@ def test_reuse_from_adopts_the_same_runs_of_another_study(tmp_path):
                                                               "kd-tau1-s0": "trained", "kd-tau4-s0": "trained"}
     with pytest.raises(KdlabError, match="--reuse-from .*not a folder"):
         run_study(write(tmp_path, STUDY, "d.yaml"), tmp_path / "d", quiet=True, reuse_from=[tmp_path / "missing"])
+
+
+def test_teachers_lists_take_stage_references_per_seed(tmp_path):
+    """``method.teachers`` entries may be ``@stage`` like ``method.teacher``: resolved per seed (or to a shared stage),
+    waited for, and hashed into the stage key (a changed teacher's weights re-run the student)."""
+    spec = {"seeds": 2, "baseline": "ce", "base": BASE, "stages": {
+        "shared_teacher": {"shared": True},
+        "teacher": {},
+        "ce": {"method": {"name": "ce"}},
+        "ensemble": {"method": {"name": "multi_kd", "teachers": ["@shared_teacher", "@teacher"], "tau": 2.0}},
+    }}
+    runs, _, _ = plan_study(write(tmp_path, spec))
+    by_name = {r.name: r for r in runs}
+    assert by_name["ensemble-s1"].raw["method"]["teachers"] == ["@shared_teacher", "@teacher-s1"]
+    assert by_name["ensemble-s1"].teachers == ("shared_teacher", "teacher-s1") and by_name["ensemble-s1"].teacher is None
+    with pytest.raises(KdlabError, match="teacher @nope names no earlier stage"):
+        plan_study(write(tmp_path, {**spec, "stages": {**spec["stages"], "bad": {
+            "method": {"name": "multi_kd", "teachers": ["@teacher", "@nope"]}}}}))
+    out = tmp_path / "out"
+    record = run_study(write(tmp_path, spec), out, quiet=True)
+    assert {r["run"]: r["status"] for r in record["runs"]}["ensemble-s0"] == "trained"
+    summary = json.loads((out / "ensemble-s0" / "summary.json").read_text())
+    assert summary["method_params"]["teachers"] == [str(out / "shared_teacher"), str(out / "teacher-s0")]
+    # the second teacher's weights change: its students are trained again, the others reused
+    from kdlab.experiments.pipeline import _recipe_and_key
+    before = {name: _recipe_and_key(out, by_name[name])[1] for name in ("ensemble-s0", "ensemble-s1")}
+    weights = out / "teacher-s0" / "checkpoint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes() + b" ")
+    assert _recipe_and_key(out, by_name["ensemble-s0"])[1] != before["ensemble-s0"]
+    assert _recipe_and_key(out, by_name["ensemble-s1"])[1] == before["ensemble-s1"]

@@ -72,8 +72,19 @@ class PlannedRun:
 
     @property
     def teacher(self) -> str | None:
-        teacher = self.raw.get("method", {}).get("teacher")
-        return teacher[1:] if isinstance(teacher, str) and teacher.startswith("@") else None
+        """The run that ``method.teacher`` names, if it names one."""
+        return _reference(self.raw.get("method", {}).get("teacher"))
+
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        """Every run this one distils from: ``method.teacher`` and the ``@`` entries of ``method.teachers``."""
+        method = self.raw.get("method", {})
+        listed = method.get("teachers") if isinstance(method.get("teachers"), list) else []
+        return tuple(dict.fromkeys(name for name in map(_reference, [method.get("teacher"), *listed]) if name))
+
+
+def _reference(value) -> str | None:
+    return value[1:] if isinstance(value, str) and value.startswith("@") else None
 
 
 def expand_stages(where: str, pipeline: dict, seeds: list[int] | None = None, extra_keys: tuple = ()) -> list[PlannedRun]:
@@ -133,9 +144,13 @@ def expand_stages(where: str, pipeline: dict, seeds: list[int] | None = None, ex
                     method = recipe.setdefault("method", {})
                     if previous is not None:
                         method["teacher"] = f"@{previous}"
-                    teacher = method.get("teacher")
-                    if isinstance(teacher, str) and teacher.startswith("@"):
-                        method["teacher"] = "@" + _resolve_teacher(where, stage, teacher[1:], model, seed, last_run, runs)
+                    resolve = lambda value: ("@" + _resolve_teacher(where, stage, value[1:], model, seed, last_run, runs)
+                                             if _reference(value) else value)
+                    method["teacher"] = resolve(method.get("teacher"))
+                    if method["teacher"] is None:
+                        del method["teacher"]
+                    if isinstance(method.get("teachers"), list):
+                        method["teachers"] = [resolve(value) for value in method["teachers"]]
                     runs.append(PlannedRun(name, recipe, stage, group + suffix, seed))
                     previous = name
                 last_run[(stage, model, seed)] = previous
@@ -156,9 +171,10 @@ def _resolve_teacher(where, stage, target, model, seed, last_run, runs) -> str:
     raise KdlabError(f"{where}: stages.{stage}: teacher @{target} names no earlier stage")
 
 
-def stage_key(recipe_dict: dict, teacher_dir: Path | None) -> str:
+def stage_key(recipe_dict: dict, teacher_dirs: list[Path]) -> str:
+    """The hash of a resolved recipe (its teachers given by run name, not path) and of its teachers' weights."""
     digest = hashlib.sha256(json.dumps(recipe_dict, sort_keys=True).encode())
-    if teacher_dir is not None:
+    for teacher_dir in teacher_dirs:
         digest.update((teacher_dir / "checkpoint" / "model.safetensors").read_bytes())
         digest.update((teacher_dir / "checkpoint" / "best.safetensors").read_bytes())
     return digest.hexdigest()
@@ -173,7 +189,7 @@ def plan_pipeline(path: str | Path) -> list[PlannedRun]:
 
 def validate_runs(runs: list[PlannedRun]) -> None:
     for run in runs:
-        load_recipe(raw=_with_teacher(run.raw, Path(".")) if run.teacher else run.raw)
+        load_recipe(raw=_with_teachers(run.raw, Path(".")))
 
 
 def run_stage(out: Path, run: PlannedRun, quiet: bool = False) -> dict:
@@ -197,11 +213,13 @@ def run_stage(out: Path, run: PlannedRun, quiet: bool = False) -> dict:
 
 def _recipe_and_key(out: Path, run: PlannedRun):
     """The run's resolved recipe (its teacher's folder filled in) and its stage key."""
-    reference = run.teacher
-    teacher_dir = out / reference if reference else None
-    recipe = load_recipe(raw=_with_teacher(run.raw, teacher_dir) if reference else run.raw)
+    recipe = load_recipe(raw=_with_teachers(run.raw, out))
     resolved = recipe.to_dict()
-    return recipe, stage_key({**resolved, "method": {**resolved["method"], "teacher": reference}}, teacher_dir)
+    method = {**resolved["method"], "teacher": run.teacher}
+    listed = run.raw["method"].get("teachers")
+    if isinstance(listed, list) and isinstance(method.get("teachers"), list):
+        method["teachers"] = [_reference(value) or resolved_value for value, resolved_value in zip(listed, method["teachers"])]
+    return recipe, stage_key({**resolved, "method": method}, [out / name for name in run.teachers])
 
 
 def adopt_runs(out: Path, runs: list[PlannedRun], sources: list[Path]) -> list[str]:
@@ -219,7 +237,7 @@ def adopt_runs(out: Path, runs: list[PlannedRun], sources: list[Path]) -> list[s
     out.mkdir(parents=True, exist_ok=True)
     adopted = []
     for run in runs:
-        if run.teacher or (out / run.name).exists():
+        if run.teachers or (out / run.name).exists():
             continue
         _, key = _recipe_and_key(out, run)
         for source in sources:
@@ -251,8 +269,16 @@ def run_pipeline(path: str | Path, out: str | Path, quiet: bool = False) -> dict
     return record
 
 
-def _with_teacher(raw: dict, teacher_dir: Path) -> dict:
-    return deep_merge(raw, {"method": {"teacher": str(teacher_dir)}})
+def _with_teachers(raw: dict, out: Path) -> dict:
+    """``raw`` with every ``@run`` teacher (``method.teacher`` and ``method.teachers`` entries) made ``out/run``."""
+    method = raw.get("method", {})
+    place = lambda value: str(out / _reference(value)) if _reference(value) else value
+    filled = {}
+    if _reference(method.get("teacher")):
+        filled["teacher"] = place(method["teacher"])
+    if isinstance(method.get("teachers"), list):
+        filled["teachers"] = [place(value) for value in method["teachers"]]
+    return deep_merge(raw, {"method": filled}) if filled else raw
 
 
 def _stage_status(run: RunDir, key_file: Path, key: str) -> str:

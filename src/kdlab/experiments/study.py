@@ -173,8 +173,9 @@ def train_runs(out: Path, runs: list[PlannedRun], jobs: int = 1, quiet: bool = T
 
     if jobs == 1:
         for run in runs:
-            if run.teacher in failures:
-                failures[run.name] = f"teacher {run.teacher} failed"
+            failed = next((name for name in run.teachers if name in failures), None)
+            if failed:
+                failures[run.name] = f"teacher {failed} failed"
                 continue
             try:
                 finished(run, run_stage(out, run, quiet), None)
@@ -187,10 +188,11 @@ def train_runs(out: Path, runs: list[PlannedRun], jobs: int = 1, quiet: bool = T
     with worker_pool(jobs) as pool:
         while pending or running:
             for run in list(pending):
-                if run.teacher in failures:
+                failed = next((name for name in run.teachers if name in failures), None)
+                if failed:
                     pending.remove(run)
-                    failures[run.name] = f"teacher {run.teacher} failed"
-                elif len(running) < jobs and (run.teacher is None or run.teacher in records):
+                    failures[run.name] = f"teacher {failed} failed"
+                elif len(running) < jobs and all(name in records for name in run.teachers):
                     pending.remove(run)
                     running[pool.submit(run_stage, out, run, True)] = run
             if not running:

@@ -86,9 +86,11 @@ def _work_on(study, trial, runs, by_name, out, failures, quiet):
         return None, states.FAIL
     run = runs[int(trial.suggest_int("run", 0, len(runs) - 1))]
     trial.set_user_attr("name", run.name)
-    if run.teacher and not _completed(out / run.teacher):
-        if run.teacher in failures or _failed_for_good(out / run.teacher):
-            failures[run.name] = f"teacher {run.teacher} failed"
+    waiting = [name for name in run.teachers if not _completed(out / name)]
+    if waiting:
+        failed = next((name for name in waiting if name in failures or _failed_for_good(out / name)), None)
+        if failed:
+            failures[run.name] = f"teacher {failed} failed"
             return None, states.FAIL
         study.enqueue_trial({"run": runs.index(by_name[run.name])})  # not ready: back to the end of the queue
         _tell(study, trial, state=states.FAIL)  # (queued again first, so the queue never looks empty)
