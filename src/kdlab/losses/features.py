@@ -12,6 +12,8 @@ companions live with the methods. Shapes: feature maps N x C x H x W, embeddings
 * Probabilistic knowledge transfer PKT (Passalis & Tefas 2018): cosine similarities of L2-normalised embeddings,
   mapped to [0, 1] by (s + 1) / 2 and normalised per row into conditional probabilities P; loss = mean over N x N of
   P_t log((P_t + eps) / (P_s + eps)), eps = 1e-7 (§4).
+* ReviewKD's hierarchical context loss (Chen et al. 2021): MSE at full resolution plus halving weights on 4x4,
+  2x2 and 1x1 average pools, normalised by the weights' sum, summed over the fused pairs (§8).
 * Relational KD RKD (Park et al. 2019): distance term: pairwise Euclidean distances divided by their mean over
   distinct pairs, compared with smooth-L1 (Huber, delta 1); angle term: cosines of the angles e_ij . e_kj of every
   triplet (e_ij = normalise(x_i - x_j)), compared with smooth-L1; loss = w_d L_d + w_a L_a (§5).
@@ -117,3 +119,27 @@ def vid_loss(mean: torch.Tensor, teacher: torch.Tensor, log_scale: torch.Tensor,
     variance = F.softplus(upcast(log_scale)) + eps
     variance = variance.view(1, -1, *([1] * (teacher.dim() - 2)))
     return (0.5 * ((upcast(mean) - upcast(teacher)).pow(2) / variance + variance.log())).mean()
+
+
+def review_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], levels: tuple[int, ...] = (4, 2, 1)) -> torch.Tensor:
+    """ReviewKD's hierarchical context loss (Chen et al. 2021, "Distilling Knowledge via Knowledge Review", CVPR),
+    summed over the pairs: for maps of side h,
+
+        L_hcl = (MSE(f_s, f_t) + sum_{l in levels, l < h} 2^-k(l) MSE(pool_l f_s, pool_l f_t)) / (1 + sum 2^-k(l)),
+
+    pool_l the adaptive average pool to l x l and k(l) = 1, 2, ... the rank of l among the levels used (weights
+    1/2, 1/4, 1/8). Vectors (N x D) and 1 x 1 maps take the plain MSE. Reduction (tested): with no level below h it is
+    the MSE; maps equal up to their pooled means on every level give only the full-resolution term."""
+    total = 0.0
+    for fs, ft in zip(student, teacher, strict=True):
+        fs, ft = match_size(upcast(fs), upcast(ft))
+        loss, weight, norm = F.mse_loss(fs, ft), 1.0, 1.0
+        side = fs.shape[-2] if fs.dim() == 4 else 1
+        for level in levels:
+            if level >= side:
+                continue
+            weight /= 2.0
+            loss = loss + weight * F.mse_loss(F.adaptive_avg_pool2d(fs, level), F.adaptive_avg_pool2d(ft, level))
+            norm += weight
+        total = total + loss / norm
+    return total

@@ -58,6 +58,7 @@ def _load_methods() -> None:
         one,
         output_smoothing,
         pkt,
+        review_kd,
         rkd,
         similarity,
         teacher_free_kd,
