@@ -154,7 +154,8 @@ def test_every_method_logs_a_task_term_and_finite_weighted_terms(digits, name):
     staged = cls.has_heads or issubclass(cls, WithFeatures)  # online branches and feature taps need named stages
     model_name = "resnet8" if staged else "cnn_small8"
     calls: list = []
-    context = MethodContext(digits, model_name=model_name, load_teacher=_in_memory_teacher(calls, model_name))
+    context = MethodContext(digits, model_name=model_name, load_teacher=_in_memory_teacher(calls, model_name),
+                            epochs=4)  # schedules over the run (kd_annealed) need its length
     torch.manual_seed(0)
     method = cls(models.create(model_name, 10, in_channels=1), cls.Params.model_validate(params), context)
     assert calls == ([("/nowhere/teacher", "final")] if cls.needs_teacher else [])

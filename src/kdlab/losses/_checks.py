@@ -18,6 +18,10 @@ def check_weight(name: str, value: float, *, upper_open: bool = False) -> None:
 
 
 def check_positive(name: str, value: float) -> None:
+    """A finite number > 0. A tensor (a learned temperature, positive by construction) is not read back: checking
+    it would cost a device-to-host sync every step."""
+    if isinstance(value, torch.Tensor):
+        return
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 

@@ -42,6 +42,8 @@ class MethodContext:
     #: for this run (re-normalised, compiled, cached). The engine fills it (:class:`kdlab.train.teachers.
     #: TeacherFactory`); a test or a user's loop may hand in any callable, e.g. one returning an in-memory teacher.
     load_teacher: Callable | None = None
+    epochs: int | None = None  # the run's training epochs (schedules that span the run need them)
+    has_validation: bool | None = None  # whether the run has a validation split (None: not known, a user's loop)
 
     @property
     def num_classes(self) -> int:
@@ -81,6 +83,15 @@ class Method(nn.Module, ABC):
         """Return (logits of ``self.model`` for ``inputs``, {term name: scalar loss, weights applied}); the loss is
         the sum of the terms. ``keys`` are the inputs' (sample, view) indices when the engine has them (discrete
         augmentation and a teacher cache): a method passes them to its teacher, ``self.teacher(inputs, keys)``."""
+
+    def end_epoch(self, epoch: int, validation: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None) -> None:
+        """Called by the engine after each training epoch (0-based ``epoch``), before that epoch's checkpoint:
+        methods whose state moves once an epoch update it here (CALS's multipliers). ``validation()`` returns the
+        model's (logits, labels) on the whole validation split; None when the run has none."""
+
+    def epoch_log(self) -> dict[str, float]:
+        """Values the epoch's record logs as ``method_<name>`` (a schedule's current temperature or weight)."""
+        return {}
 
     def head_logits(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Methods with ``has_heads`` (online distillation) return each head's logits; the engine reports every

@@ -153,6 +153,9 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
             record["train_loss"] = sum(terms.values())
             record.update({f"train_{name}": value for name, value in terms.items()})
             record["train_acc"] = correct / seen
+            val_loader = prepared.eval_loaders.get("val")
+            method.end_epoch(epoch, (lambda: predict(method.model, val_loader, runtime)) if val_loader else None)
+            record.update({f"method_{name}": value for name, value in method.epoch_log().items()})
             last = epoch + 1 == epochs
             evaluated = last or (epoch + 1) % recipe.train.eval_every == 0
             if evaluated:

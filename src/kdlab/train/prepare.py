@@ -82,7 +82,8 @@ def prepare(recipe: Recipe) -> Prepared:
     _check_model_fits(model, recipe.model.name, dataset, probe_inputs(eval_loaders["test"]))
     teachers = TeacherFactory(recipe, runtime, dataset, train_loader, distributed)
     context = methods.MethodContext(dataset, data.mean, data.std, recipe.model.name, input_shape=input_shape,
-                                    features=features_record(data, dataset), load_teacher=teachers)
+                                    features=features_record(data, dataset), load_teacher=teachers,
+                                    epochs=recipe.train.epochs, has_validation="val" in eval_loaders)
     method = methods.get(recipe.method.name)(model, method_params(recipe), context)
     method.to(runtime.device)
     if runtime.channels_last:
