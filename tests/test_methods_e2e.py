@@ -141,7 +141,7 @@ def test_every_registered_method_is_covered():
     online = {"dml", "one", "cl_ilr", "okddip", "bdkd"}  # trained end to end in tests/test_methods_online.py
     features = {"fitnet", "at", "sp", "pkt", "rkd", "vid", "crd", "reviewkd"}  # their own test files
     schemes = {"multi_kd", "mixup_kd", "mean_teacher",  # trained end to end in tests/test_training_schemes.py
-               "kd_annealed", "ctkd", "cals"}  # and tests/test_schedules_and_cals.py
+               "kd_annealed", "ctkd", "cals", "ard"}  # test_schedules_and_cals.py, test_robust_distillation.py
     covered = ({m["name"] for m, _ in TEACHER_FREE} | {"kd", "dkd", "tfkd_self", "ce", "ls"} | online
                | features | schemes)
     assert set(methods.names()) <= covered

@@ -253,6 +253,19 @@ class CheckpointConfig(Strict):
     every: int = Field(1, ge=1, description="write a resumable checkpoint every this many epochs (and at the end)")
 
 
+class RobustnessConfig(Strict):
+    """Robust accuracy of the final weights under a PGD attack (kdlab.adversarial), reported in the summary."""
+
+    steps: int = Field(10, ge=1, description="PGD steps (PGD-10)")
+    eps: float = Field(8 / 255, ge=0, description="L-infinity radius, in pixel units on [0, 1]")
+    step_size: float = Field(2 / 255, gt=0, description="signed-gradient step, in pixel units")
+    random_start: bool = Field(True, description="start from a uniform point of the eps-ball")
+    clamp: bool = Field(True, description="keep pixels in [0, 1] (images; false for audio features)")
+    split: Literal["test", "val"] = "test"
+    max_samples: int | None = Field(None, ge=1, description="attack only the split's first this many samples")
+    seed: int = Field(0, ge=0, description="seed of the random starts")
+
+
 class Recipe(Strict):
     seed: int = Field(0, ge=0, lt=2**32, description="run seed: weights, batch order, augmentation, validation split")
     data: DataConfig
@@ -263,6 +276,7 @@ class Recipe(Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    robustness: RobustnessConfig | None = Field(None, description="PGD robust accuracy of the final model")
 
     @model_validator(mode="after")
     def _stored_views(self):
@@ -272,10 +286,17 @@ class Recipe(Strict):
                              "number of crop boxes per image)")
         if self.runtime.teacher_top_k is not None and self.runtime.teacher_cache != "stored":
             raise ValueError("runtime.teacher_top_k applies to runtime.teacher_cache: stored only")
+        if self.robustness is not None and self.robustness.split == "val" and not self.data.val_size:
+            raise ValueError("robustness.split is val, and data.val_size is 0 (the run has no validation split)")
         return self
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
+        """The recipe as plain data; an absent optional top-level section (``robustness``) is left out, so recipes
+        written before the section existed keep their stage keys."""
+        record = self.model_dump(mode="json")
+        if record.get("robustness") is None:
+            record.pop("robustness", None)
+        return record
 
 
 def _format_error(where: str, error: dict) -> str:

@@ -40,6 +40,7 @@ def get(name: str, where: str = "recipe") -> type[Method]:
 
 def _load_methods() -> None:
     from kdlab.methods import (  # noqa: F401
+        ard,
         attention,
         bdkd,
         cals,

@@ -21,7 +21,8 @@ from kdlab.config import Recipe, dump_recipe, load_recipe
 from kdlab.errors import KdlabError
 from kdlab.io import WriteError, atomic_savez, atomic_write_text
 from kdlab.store import checkpoint
-from kdlab.train.predictions import evaluate_method, evaluation_record, head_metrics, predict, split_metrics
+from kdlab.train.predictions import (evaluate_method, evaluation_record, head_metrics, predict, robustness_record,
+                                     split_metrics)
 from kdlab.train.prepare import Prepared, make_optimizer, prepare
 from kdlab.store.rundir import RunDir
 from kdlab.train.schedule import learning_rate
@@ -198,6 +199,11 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
             if teacher is not None else None
         evaluation = {"checkpoint": "final", **evaluation_record(last_predictions, teacher_predictions, groups)}
         final = {**summary("completed"), "evaluation": evaluation}
+        if recipe.robustness is not None:
+            robust = robustness_record(method.model, prepared.eval_loaders, runtime, recipe.robustness,
+                                       recipe.data.mean, recipe.data.std)
+            final["robustness"] = robust
+            final["final"] = {**final["final"], f"{recipe.robustness.split}_robust_acc": robust["robust_acc"]}
         if last_heads is not None:
             final["inference_head"] = method.inference_head
             final["heads"] = {head: {split: metrics.evaluate_all(*per_head[head], groups[split])

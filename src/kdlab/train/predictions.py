@@ -106,3 +106,26 @@ def evaluation_record(predictions: dict[str, tuple[torch.Tensor, torch.Tensor]],
         record["fidelity"] = {split: metrics.fidelity_all(predictions[split][0], logits)
                               for split, (logits, _) in teacher_predictions.items() if split in predictions}
     return record
+
+
+def robustness_record(model: torch.nn.Module, loaders: dict[str, DeviceLoader], runtime: Runtime, config,
+                      mean, std) -> dict:
+    """PGD robust accuracy of ``model`` as ``recipe.robustness`` asks (kdlab.adversarial), with its settings; counts
+    summed over the ranks of a data-parallel run."""
+    from kdlab.adversarial import robust_accuracy
+
+    if config.split not in loaders:
+        from kdlab.errors import KdlabError
+
+        raise KdlabError(f"robustness.split is {config.split}, and this run has no {config.split} split")
+    loader = loaders[config.split]
+    result = robust_accuracy(model, loader, eps=config.eps, step_size=config.step_size, steps=config.steps,
+                             mean=mean, std=std, random_start=config.random_start,
+                             clamp=(0.0, 1.0) if config.clamp else None, seed=config.seed,
+                             max_samples=config.max_samples, autocast=runtime.autocast)
+    if loader.distributed is not None:
+        counts = torch.tensor([result["samples"], result["clean_acc"] * result["samples"],
+                               result["robust_acc"] * result["samples"]], dtype=torch.float64, device=loader.device)
+        samples, clean, robust = loader.distributed.all_reduce_sum(counts).tolist()
+        result = {"samples": int(samples), "clean_acc": clean / samples, "robust_acc": robust / samples}
+    return {"attack": "pgd", **config.model_dump(), **result}
