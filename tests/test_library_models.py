@@ -316,3 +316,25 @@ def test_bad_library_inputs_are_one_line_and_write_nothing(cifar_subset, tmp_pat
     result = kdlab_main("train", write_recipe(tmp_path, _kd_recipe(cifar_subset, student, teacher)), "--out", out)
     assert_user_error(result, expected)
     assert not out.exists()
+
+
+def test_feature_taps_on_a_hugging_face_model(tmp_path):
+    """Module paths inside a transformers network (its encoder layers return tuples: the hidden states are tapped)
+    and ``penultimate`` (the pooled features the classifier reads) on an ``hf:`` model."""
+    from kdlab.models.taps import FeatureTaps
+
+    folder = tiny_vit_folder(tmp_path / "vit", ["a", "b", "c"])
+    model = models.create(f"hf:{folder}", 3, pretrained=str(folder)).eval()
+    import re
+
+    # the transformer blocks' paths differ between transformers versions (vit.encoder.layer.N, vit.layers.N)
+    blocks = [n for n, _ in model.network.named_modules() if re.fullmatch(r"vit\.(encoder\.layer|layers)\.\d+", n)]
+    assert len(blocks) == 2
+    taps = FeatureTaps(model, [blocks[0], f"network.{blocks[1]}", "penultimate"])
+    x = torch.randn(2, 3, 32, 32)
+    logits, penultimate = model(x, return_features=True)
+    first, second, pooled = taps.take()
+    assert first.shape == second.shape == (2, 17, 32)  # 16 patches of 8 x 8 and the class token, width 32
+    torch.testing.assert_close(pooled, penultimate)
+    torch.testing.assert_close(model.classifier(pooled), logits)
+    assert not torch.equal(first, second)
