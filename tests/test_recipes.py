@@ -51,6 +51,53 @@ def test_cifar100_benchmark_pairs_use_the_published_hyper_parameters():
         assert runs[name]["schedule"]["milestones"] == [150, 180, 210] and runs[name]["optim"]["lr"] == 0.05
 
 
+FEATURE_BETAS = {"fitnet": 100.0, "at": 1000.0, "sp": 3000.0, "vid": 1.0, "pkt": 30000.0, "crd": 0.8, "reviewkd": 1.0}
+
+
+def test_cifar100_feature_pipeline_runs_every_method_on_the_benchmark_pairs_with_repdistiller_settings():
+    """Every pair and method of recipes/pipelines/cifar100_feature_kd.yaml: the RepDistiller weights (gamma 1,
+    alpha 0, beta per method), and taps that exist on both networks and give features the method can compare (each
+    method built on randomly initialised zoo networks and run on a batch)."""
+    import torch
+
+    from kdlab import methods, models
+    from kdlab.data import load_dataset
+    from kdlab.methods import MethodContext
+    from kdlab.teacher import Teacher
+
+    runs = {run.name: run for run in plan_pipeline(RECIPES / "pipelines" / "cifar100_feature_kd.yaml")}
+    pairs = {"resnet20": "resnet56", "resnet32": "resnet110", "resnet8x4": "resnet32x4", "wrn_16_2": "wrn_40_2",
+             "vgg8": "vgg13"}
+    digits = load_dataset("digits")  # only its class count and names matter to building the methods
+    for student, teacher in pairs.items():
+        for name in ("fitnet", "at", "sp", "vid", "rkd", "pkt", "crd", "reviewkd"):
+            run = runs[f"{student}_{name}"]
+            method = run.raw["method"]
+            assert run.teacher == f"teacher_{teacher}" and run.raw["model"]["name"] == student
+            assert run.raw["train"] == {"epochs": 240, "batch_size": 64} and run.raw["optim"]["lr"] == 0.05
+            cls = methods.get(name)
+            given = {k: v for k, v in method.items() if k != "name"}
+            params = cls.Params.model_validate({**given, "teacher": "t", **({"negatives": 32} if name == "crd" else {})})
+            assert (params.gamma, params.alpha) == (1.0, 0.0)
+            if name in FEATURE_BETAS:
+                assert params.beta == FEATURE_BETAS[name]
+            else:
+                assert (params.distance_weight, params.angle_weight) == (25.0, 50.0)
+            torch.manual_seed(0)
+            built = cls(models.create(student, 10, in_channels=3), params, MethodContext(
+                digits, input_shape=(3, 32, 32), epochs=240,
+                load_teacher=lambda *_: Teacher(models.create(teacher, 10, in_channels=3))))
+            keys = (torch.arange(4), torch.zeros(4, dtype=torch.int64))
+            _, terms = built(torch.randn(4, 3, 32, 32), torch.arange(4), 0, keys)  # shapes that compare, finite
+            assert all(torch.isfinite(v) for v in terms.values()), (student, name)
+    cross = {"mobilenetv2_half": "vgg13", "shufflenetv1": "resnet32x4", "shufflenetv2": "resnet32x4"}
+    for student, teacher in cross.items():
+        for name in ("kd", "crd", "pkt", "rkd"):
+            run = runs[f"{student}_from_{teacher}_{name}"]
+            assert run.raw["optim"]["lr"] == 0.01 and run.teacher == f"teacher_{teacher}"
+    assert runs["shufflenetv1_from_wrn_40_2_crd"].teacher == "teacher_wrn_40_2"
+
+
 def test_cifar100_online_pipeline_uses_okddip_recipe():
     runs = {run.name: run.raw for run in plan_pipeline(RECIPES / "pipelines" / "cifar100_online.yaml")}
     models = {"resnet32": "resnet32", "resnet110": "resnet110_bottleneck", "vgg16": "vgg16", "wrn_20_8": "wrn_20_8"}
