@@ -155,3 +155,29 @@ def test_a_bad_robustness_section_is_a_one_line_error(teacher, tmp_path):
     assert_user_error(kdlab_main("train", write_recipe(tmp_path, no_val, "v.yaml"), "--out", tmp_path / "v"),
                       "robustness.split is val")
     assert not (tmp_path / "r").exists() and not (tmp_path / "v").exists()
+
+
+def test_the_report_tables_robust_accuracy_with_paired_differences(tmp_path):
+    import yaml
+
+    from kdlab.analysis.report import build_report
+    from kdlab.experiments.study import run_study
+
+    pgd = {"steps": 2, "eps": 0.05, "step_size": 0.03, "max_samples": 100}
+    base = {"data": {"source": "digits", "val_size": 0.1}, "model": {"name": "cnn_small8"}, "train": {"epochs": 1},
+            "runtime": {"progress": False, "threads": 1}, "robustness": pgd}
+    study = {"seeds": 2, "baseline": "ce", "base": base, "stages": {
+        "ce": {"method": {"name": "ce"}},
+        "ls": {"method": {"name": "ls", "eps": 0.1}},
+        "plain": {"method": {"name": "ce"}, "robustness": None, "optim": {"lr": 0.05}}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(study))
+    run_study(tmp_path / "s.yaml", tmp_path / "out", quiet=True)
+    record = build_report([tmp_path / "out"], tmp_path / "report", plots=False)
+    groups = {g["group"]: g["metrics"] for g in record["groups"]}
+    assert "robust_acc" in groups["ce"] and "robust_acc" in groups["ls"] and "robust_acc" not in groups["plain"]
+    ls = next(r for r in record["paired"] if r["group"] == "ls")
+    by_seed = [json.loads((tmp_path / "out" / f"{g}-s{seed}" / "summary.json").read_text())["robustness"]["robust_acc"]
+               for g in ("ls", "ce") for seed in (0, 1)]
+    assert ls["robust_acc"]["mean"] == pytest.approx(((by_seed[0] - by_seed[2]) + (by_seed[1] - by_seed[3])) / 2)
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Robust accuracy (PGD" in text and "| ls |" in text.split("## Robust accuracy")[1]

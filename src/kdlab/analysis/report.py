@@ -139,7 +139,7 @@ def _paired(groups: dict[tuple, list[RunEntry]], baseline: str) -> list[dict]:
             continue
         row = {"dataset": dataset, "model": model, "group": group, "baseline": baseline, "n": len(pairs)}
         heads = [name for name in pairs[0][0].metrics if name.startswith("acc@")]
-        for name in ("acc", "nll", "ece", "ece_ts", *heads):
+        for name in ("acc", "nll", "ece", "ece_ts", "robust_acc", *heads):
             # a head's accuracy is compared with the baseline's model accuracy (the same network trained alone)
             base_name = "acc" if name.startswith("acc@") else name
             if all(name in a.metrics and base_name in b.metrics for a, b in pairs):
@@ -265,6 +265,7 @@ def _markdown(record: dict, entries: list[RunEntry], images: dict, paths) -> str
             lines.append(f"| {row['dataset']} | {row['model']} | {row['group']} | {row['n']} | {fmt(row.get('acc'), ci=True)} | "
                          f"{'–' if not math.isfinite(p) else f'{p:.3f}'} | {fmt(row.get('nll'), ci=True)} | "
                          f"{fmt(row.get('ece'), ci=True)} | {fmt(row.get('ece_ts'))} |")
+    lines += _robustness_lines(record)
     online = [g for g in record["groups"] if any(name.startswith("acc@") for name in g["metrics"])]
     if online:
         lines += ["", "## Heads of online runs", "",
@@ -300,3 +301,22 @@ def _markdown(record: dict, entries: list[RunEntry], images: dict, paths) -> str
         lines += ["", f"## {titles[name]}", "", f"![{name}]({file})"]
     lines.append("")
     return "\n".join(lines)
+
+
+def _robustness_lines(record: dict) -> list[str]:
+    """The PGD table, for the groups whose runs measured robust accuracy (recipe ``robustness:``)."""
+    robust = [g for g in record["groups"] if "robust_acc" in g["metrics"]]
+    if not robust:
+        return []
+    paired = {(r["dataset"], r["model"], r["group"]): r.get("robust_acc") for r in record["paired"]}
+    lines = ["", "## Robust accuracy (PGD, final weights, test split)", "",
+             "The attack each run's recipe names under `robustness:` (runs/<run>/summary.json has its settings); "
+             f"Δ: paired difference against `{record['baseline']}`, same seed, where both measured it.", "",
+             "| dataset | model | group | seeds | clean acc [95% CI] | robust acc [95% CI] | Δ robust acc [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
+    for g in robust:
+        m = g["metrics"].get
+        delta = paired.get((g["dataset"], g["model"], g["group"]))
+        lines.append(f"| {g['dataset']} | {g['model']} | {g['group']} | {len(g['seeds'])} | {fmt(m('acc'), ci=True)} | "
+                     f"{fmt(m('robust_acc'), ci=True)} | {fmt(delta, ci=True)} |")
+    return lines

@@ -232,6 +232,9 @@ def run_metrics(entry: RunEntry, selection: str) -> dict:
     summary = entry.summary
     result = {"wall_seconds": summary.get("wall_seconds", math.nan),
               "images_per_second": summary.get("train_images_per_second") or math.nan}
+    robustness = summary.get("robustness")
+    if robustness is not None and selection == "final":  # PGD accuracy of the final weights (recipe robustness:)
+        result["robust_acc"] = robustness["robust_acc"]
     if selection == "best":
         best = summary["best"]
         return {**result, "acc": best["test_acc"], "nll": best["test_nll"], "ece": best["test_ece"]}
