@@ -1,12 +1,12 @@
 """Class-adaptive label smoothing, CALS (Liu et al. 2023, "Class Adaptive Network Calibration", CVPR): logit-margin
-constraints per class enforced with an augmented Lagrangian (docs/methods/label_smoothing.md §CALS).
+constraints per class enforced with an augmented Lagrangian (docs/methods/margin_smoothing.md §6.7).
 
 * Constraints, per sample i and class k: h_ik = (max_j z_ij - z_ik - m) / m (``normalise``; m = 20 in the authors'
   config), i.e. "no logit further than m below the largest".
 * PHR penalty with a multiplier lambda_k per class and one rho: x = lambda_k + rho h_ik,
   P = (x^2 - lambda_k^2) / (2 rho) where x >= 0, else -lambda_k^2 / (2 rho); dP/dh = max(x, 0).
-* Penalty term: sum over classes, mean over samples of P (the authors' code; METHODS.md §6.7 writes a mean over
-  N x K, K times smaller).
+* Penalty term: sum over classes, mean over samples of P (the authors' code; a mean over N x K would be K times
+  smaller).
 * Multiplier update (the method, once an epoch, on the validation split): lambda_k = clamp(mean_i clamp(dP/dh_ik,
   lambda_min, lambda_max), lambda_min, lambda_max).
 
