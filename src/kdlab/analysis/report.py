@@ -310,7 +310,7 @@ def _robustness_lines(record: dict) -> list[str]:
         return []
     paired = {(r["dataset"], r["model"], r["group"]): r.get("robust_acc") for r in record["paired"]}
     lines = ["", "## Robust accuracy (PGD, final weights, test split)", "",
-             "The attack each run's recipe names under `robustness:` (runs/<run>/summary.json has its settings); "
+             "The attack each run's recipe names under `robustness:` (its summary.json has the settings); "
              f"Δ: paired difference against `{record['baseline']}`, same seed, where both measured it.", "",
              "| dataset | model | group | seeds | clean acc [95% CI] | robust acc [95% CI] | Δ robust acc [95% CI] |",
              "|---|---|---|---|---|---|---|"]
