@@ -336,7 +336,9 @@ def _markdown(spec: dict, claims_file: Path, record: dict, sections: list[str], 
               "otherwise; a 'reaches' comparison (not lower / not higher, transfer) with margin m is + when its interval lies "
               "wholly on the allowed side of −m, − when not and significantly on the wrong side of 0, 0 otherwise; "
               "a claim is *supported* with no − and at least half +, *not supported* with no +, *mixed* "
-              "otherwise.", ""]
+              "otherwise. An undecided (0) higher / lower comparison also gives the smallest difference its pairs "
+              "would detect with 80% power (two-sided paired t-test at 0.05, src/kdlab/analysis/decisions.py): "
+              "where that exceeds the published effect, 0 means not measurable here, not no effect.", ""]
     if spec.get("datasets"):
         lines += ["## Datasets, networks and schedules", ""]
         for name, note in spec["datasets"].items():

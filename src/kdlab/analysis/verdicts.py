@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 
 from kdlab.analysis import stats
+from kdlab.analysis.decisions import minimum_detectable_effect
 from kdlab.analysis.runs import RunEntry
 
 
@@ -116,12 +117,15 @@ def evaluate(check: dict, groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
         if diff is None:
             continue
         expect = check["expect"]
+        detail = f"Δ {diff_text(diff)}"
         if expect in ("higher", "lower"):
             side, wanted = _side(diff), 1 if expect == "higher" else -1
             mark = "+" if side == wanted else "−" if side == -wanted else "0"
+            if mark == "0":  # undecided: say how large an effect these pairs could have shown (80% power)
+                detail += f", detectable at 80% power: {minimum_detectable_effect(diff['std'], diff['n']):.4f}"
         else:
             mark = _reaches(diff if expect == "not_lower" else _flipped(diff), check.get("margin", 0))
-        cells.append(Cell(dataset, model, label, mark, f"Δ {diff_text(diff)}"))
+        cells.append(Cell(dataset, model, label, mark, detail))
     return cells
 
 
