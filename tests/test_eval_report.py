@@ -672,6 +672,14 @@ def test_an_archived_study_reports_like_the_study_itself(study, tmp_path):
     for run in study["runs"]:
         assert {f"{run}/{name}" for name in ("config.yaml", "summary.json", "metrics.jsonl", "analysis.npz")} <= kept
     assert sum(p.stat().st_size for p in archived.rglob("*") if p.is_file()) < 60_000 * len(study["runs"])
+    for run in study["runs"]:  # per-example test results: what a McNemar test or a bootstrap needs
+        kept_arrays = np.load(archived / run / "analysis.npz")
+        original = np.load(study["out"] / run / "predictions" / "test.npz")
+        assert np.array_equal(kept_arrays["test_predicted"], original["logits"].argmax(1))
+        assert np.array_equal(kept_arrays["test_labels"], original["labels"])
+        shifted = original["logits"] - original["logits"].max(1, keepdims=True)
+        confidence = 1 / np.exp(shifted).sum(1)
+        np.testing.assert_allclose(kept_arrays["test_confidence"].astype(np.float64), confidence, rtol=2e-3)
     report = tmp_path / "report"
     assert main(["report", str(archived), "--out", str(report)]) == 0
     again = json.loads((report / "report.json").read_text())

@@ -6,6 +6,8 @@ archive keeps ``config.yaml``, ``summary.json`` and ``metrics.jsonl`` unchanged,
 * ``reliability_*`` and ``reliability_ts_*``: the reliability-diagram statistics of the run's test predictions
   (:func:`kdlab.metrics.calibration.reliability_bins`: ``edges``, ``count``, ``accuracy``, ``confidence``), before and
   after temperature scaling with the temperature the run fitted on its val split;
+* ``test_predicted``, ``test_labels``, ``test_confidence``: per test example, the predicted class, the true class
+  and the predicted class's probability (so a reader can run a McNemar test or a bootstrap between any two runs);
 * ``projection_*``: Mueller et al.'s penultimate-layer projection (:func:`kdlab.analysis.runs.run_projection`) of
   ``per_class`` train and test samples of three classes: points, labels, templates and spread ratios, with the
   ``classes``, ``variant`` and ``per_class`` it was made with.
@@ -80,6 +82,12 @@ def _analysis(entry, class_ids: list[int], variant: str, per_class: int) -> dict
     result = {f"reliability_{k}": v for k, v in reliability_bins(logits, labels).items()}
     result.update({f"reliability_ts_{k}": v for k, v in reliability_bins(logits / temperature, labels).items()})
     result["temperature"] = np.float64(temperature)
+    # per-example test results, for a reader's own McNemar test or bootstrap: predicted class, true class and the
+    # predicted class's probability (float16: three digits are enough for a reliability bin)
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    result.update(test_predicted=logits.argmax(axis=1).astype(np.int16), test_labels=labels.astype(np.int16),
+                  test_confidence=probabilities.max(axis=1).astype(np.float16))
     projection = run_projection(entry, class_ids, variant, per_class)
     result.update(projection_classes=np.asarray(class_ids), projection_variant=np.asarray(variant),
                   projection_per_class=np.asarray(per_class))
