@@ -31,6 +31,13 @@ def test_study_recipe_is_valid(path):
     assert runs and len(seeds) >= 3 and len({run.name for run in runs}) == len(runs)
 
 
+@pytest.mark.parametrize("path", sorted((STUDIES / "pilots").glob("*.yaml")), ids=lambda p: p.name)
+def test_pilot_study_is_valid(path):
+    """Pilots gate a larger study on one seed (issue 24's CIFAR-10 gate: teacher gap and CE's ECE)."""
+    runs, seeds, _ = plan_study(path)
+    assert runs and seeds and len({run.name for run in runs}) == len(runs)
+
+
 @pytest.mark.parametrize("profile", sorted((STUDIES / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
 @pytest.mark.parametrize("path", sorted((STUDIES / "claims").glob("*.yaml")), ids=lambda p: p.stem)
 def test_claim_study_is_valid_on_every_profile(path, profile):
