@@ -10,16 +10,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from kdlab import models
 from kdlab.config import load_recipe
 from kdlab.losses.contrastive import contrast_scores, nce_loss
 from kdlab.losses.features import vid_loss
 from kdlab.methods.contrast_memory import ContrastMemory
 from kdlab.train.engine import train
-from tests._cli import assert_user_error, kdlab_main, train_killed_and_resumed, write_recipe
-from tests.test_feature_kd import _recipe, teacher  # noqa: F401  (the module's teacher fixture)
+from tests._cli import assert_user_error, kdlab_main, write_recipe
+from tests.test_feature_kd import _recipe, resumed_method_run, teacher  # noqa: F401  (the teacher fixture)
 
 rng = np.random.default_rng(3)
 
@@ -130,17 +128,10 @@ def test_too_many_negatives_is_a_clear_error(teacher, tmp_path):
 
 @pytest.mark.parametrize("method", [{"name": "vid"}, {"name": "crd", "negatives": 64, "alpha": 1.0}])
 def test_vid_and_crd_resume_exactly_and_keep_their_heads_out_of_the_model(teacher, tmp_path, method):
-    recipe = write_recipe(tmp_path, _recipe(teacher, method, epochs=3))
-    whole_summary, resumed = train_killed_and_resumed(tmp_path, recipe)
-    assert whole_summary["final"] == resumed["final"]
-    whole = tmp_path / "whole"
-    exported = load_file(str(whole / "checkpoint" / "model.safetensors"))
-    assert exported.keys() == models.create("resnet8", 10, in_channels=1).state_dict().keys()
-    state = load_file(str(next((whole / "checkpoint").glob("method-*.safetensors"))))
+    state, epochs = resumed_method_run(teacher, tmp_path, method)
     expected = {"vid": ("regressors.",), "crd": ("embed_student.", "embed_teacher.", "memory.student")}[method["name"]]
     assert all(any(k.startswith(prefix) for k in state) for prefix in expected)
-    first = json.loads((whole / "metrics.jsonl").read_text().splitlines()[0])
-    assert first[f"train_{method['name']}"] != 0 and "train_ce" in first
+    assert epochs[0][f"train_{method['name']}"] != 0 and "train_ce" in epochs[0]
 
 
 def test_crd_trains_under_a_continuous_augmentation(teacher, tmp_path):

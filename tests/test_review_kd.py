@@ -4,18 +4,15 @@ out of model.safetensors, taps that go the wrong way refused in one line."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from kdlab import models
 from kdlab.losses.features import review_loss
 from kdlab.methods.review_kd import AttentionFusion
-from tests._cli import assert_user_error, kdlab_main, train_killed_and_resumed, write_recipe
-from tests.test_feature_kd import _recipe, teacher  # noqa: F401  (the module's teacher fixture)
+from tests._cli import assert_user_error, kdlab_main, write_recipe
+from tests.test_feature_kd import _recipe, resumed_method_run, teacher  # noqa: F401  (the teacher fixture)
 
 rng = np.random.default_rng(5)
 
@@ -81,16 +78,9 @@ def test_fusion_mixes_the_residual_by_its_attention_weights():
 
 
 def test_reviewkd_warms_up_resumes_exactly_and_keeps_its_fusions_out_of_the_model(teacher, tmp_path):  # noqa: F811
-    recipe = write_recipe(tmp_path, _recipe(teacher, {"name": "reviewkd", "warmup_epochs": 2}, epochs=3))
-    whole_summary, resumed = train_killed_and_resumed(tmp_path, recipe)
-    assert whole_summary["final"] == resumed["final"]
-    whole = tmp_path / "whole"
-    exported = load_file(str(whole / "checkpoint" / "model.safetensors"))
-    assert exported.keys() == models.create("resnet8", 10, in_channels=1).state_dict().keys()
-    state = load_file(str(next((whole / "checkpoint").glob("method-*.safetensors"))))
+    state, epochs = resumed_method_run(teacher, tmp_path, {"name": "reviewkd", "warmup_epochs": 2})
     assert {k.split(".")[1] for k in state if k.startswith("fusions.")} == {"0", "1", "2", "3"}
     assert not any(k.startswith("fusions.3.attention") for k in state)  # the deepest level fuses nothing
-    epochs = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
     assert all(e["train_review"] > 0 and "train_ce" in e for e in epochs)
 
 

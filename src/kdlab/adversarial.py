@@ -19,7 +19,8 @@ import torch.nn.functional as F
 def _channel_view(values: Sequence[float] | None, like: torch.Tensor) -> torch.Tensor | None:
     if values is None:
         return None
-    return torch.as_tensor(values, dtype=like.dtype, device=like.device).view(1, -1, *([1] * (like.dim() - 2)))
+    values = values if isinstance(values, torch.Tensor) else torch.as_tensor(values, dtype=like.dtype)
+    return values.to(device=like.device, dtype=like.dtype).view(1, -1, *([1] * (like.dim() - 2)))
 
 
 def pgd_attack(model, inputs: torch.Tensor, labels: torch.Tensor, *, eps: float, step_size: float, steps: int,

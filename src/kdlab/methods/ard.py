@@ -41,8 +41,15 @@ class AdversariallyRobustDistillation(WithTeacher):
 
     def __init__(self, model, params, context):
         super().__init__(model, params, context)
-        self.mean, self.std = context.mean, context.std
+        self._normalisation = (context.mean, context.std)  # as tensors on the inputs' device after the first step
         self._epoch, self._step = -1, 0
+
+    def _mean_std(self, like: torch.Tensor):
+        mean, std = self._normalisation
+        if mean is not None and not (isinstance(mean, torch.Tensor) and mean.device == like.device):
+            self._normalisation = mean, std = (torch.as_tensor(mean, dtype=torch.float32, device=like.device),
+                                               torch.as_tensor(std, dtype=torch.float32, device=like.device))
+        return mean, std
 
     def _generator(self, epoch: int, device) -> torch.Generator:
         if epoch != self._epoch:
@@ -55,8 +62,9 @@ class AdversariallyRobustDistillation(WithTeacher):
         p = self.params
         training = self.model.training
         self.model.train(training and p.attack_mode == "train")
+        mean, std = self._mean_std(inputs)
         adversarial = pgd_attack(self.model, inputs, labels, eps=p.eps, step_size=p.step_size, steps=p.steps,
-                                 mean=self.mean, std=self.std, random_start=p.random_start,
+                                 mean=mean, std=std, random_start=p.random_start,
                                  clamp=(0.0, 1.0) if p.clamp else None,
                                  generator=self._generator(epoch, inputs.device))
         self.model.train(training)

@@ -53,6 +53,11 @@ class GlobalTemperature(nn.Module):
     def forward(self, strength: float) -> torch.Tensor:
         return self.t_min + self.t_range * torch.sigmoid(reverse_gradient(self.theta, strength))
 
+    @torch.no_grad()
+    def value(self) -> float:
+        """The temperature now."""
+        return float(self(0.0))
+
 
 @register("ctkd")
 class CurriculumTemperature(WithTeacher):
@@ -88,6 +93,4 @@ class CurriculumTemperature(WithTeacher):
         return logits, {"ce": p.gamma * losses.cross_entropy(logits, labels), "kd": p.alpha * kd}
 
     def epoch_log(self):
-        with torch.no_grad():
-            tau = self.params.t_min + self.params.t_range * torch.sigmoid(self.temperature.theta)
-        return {"tau": float(tau), "lambda": self._strength}
+        return {"tau": self.temperature.value(), "lambda": self._strength}
