@@ -98,22 +98,3 @@ def test_bad_inputs_are_clear():
         decide({"a": [0.1]}, {"a": 0.01})
     with pytest.raises(ValueError, match="differences and its delta"):
         decide({"a": [0.1, 0.2]}, {"b": 0.01})
-
-
-def test_an_undecided_claims_comparison_prints_its_detectable_effect(tmp_path):
-    from kdlab.analysis import stats
-    from kdlab.analysis.runs import RunEntry
-    from kdlab.analysis.verdicts import evaluate
-
-    def entries(group, accs):
-        return [RunEntry(tmp_path, {"dataset": "d", "model": "m"}, group, seed, {"acc": acc})
-                for seed, acc in enumerate(accs)]
-
-    groups = {("d", "m", "a"): entries("a", [0.80, 0.83, 0.79]), ("d", "m", "b"): entries("b", [0.81, 0.80, 0.80])}
-    cell, = evaluate({"a": "a", "than": "b", "metric": "acc", "expect": "higher"}, groups)
-    diff = stats.paired_difference([0.80, 0.83, 0.79], [0.81, 0.80, 0.80])
-    assert cell.mark == "0"
-    assert cell.detail.endswith(f"detectable at 80% power: {minimum_detectable_effect(diff['std'], 3):.4f}")
-    groups[("d", "m", "a")] = entries("a", [0.90, 0.91, 0.905])  # decided: no detectable-effect note
-    cell, = evaluate({"a": "a", "than": "b", "metric": "acc", "expect": "higher"}, groups)
-    assert cell.mark == "+" and "detectable" not in cell.detail

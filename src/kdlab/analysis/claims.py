@@ -44,7 +44,7 @@ from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text
 from kdlab.analysis.report import fmt, load_groups, plot_groups
 from kdlab.analysis.runs import RunEntry
-from kdlab.analysis.verdicts import Cell, cells_of, claim_verdict, diff_text, evaluate, metric_value, paired
+from kdlab.analysis.verdicts import Cell, cells_of, claim_verdict, diff_text, evaluate_claim, metric_value, paired
 
 DEFAULT_METRICS = ("acc", "nll", "ece", "ece_ts")
 EXPECTATIONS = ("higher", "lower", "not_higher", "not_lower")
@@ -90,8 +90,9 @@ def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
             _, study_groups, class_ids, class_names = study(name, spreads)
             groups.update({key: members for key, members in study_groups.items() if key[2] in claim["groups"]
                            or any(key[2].startswith(f"{family}-") for family in _families(claim))})
-        cells = [cell for check in claim["checks"] for cell in evaluate(check, groups)]
-        context = [cell for check in claim["context"] for cell in evaluate(check, groups)]
+            groups.update({key: members for key, members in study_groups.items() if key[2] in claim["teachers"]})
+        cells = evaluate_claim(claim, groups, spec.get("teacher_gate"), "checks")
+        context = evaluate_claim(claim, groups, spec.get("teacher_gate"), "context")
         verdict = claim_verdict(cells)
         images = plot_groups({k: v for k, v in groups.items() if k[2] in claim["groups"]}, images_dir, class_ids,
                              class_names, prefix=f"claim{claim['id']}_", which=tuple(claim["plots"])) \
@@ -110,9 +111,12 @@ def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
 
 
 def _validated(where: Path, spec: dict) -> list[dict]:
-    unknown = set(spec) - {"results", "commands", "datasets", "schedule", "claims", "title", "introduction"}
+    unknown = set(spec) - {"results", "commands", "datasets", "schedule", "claims", "title", "introduction",
+                           "teacher_gate"}
     if unknown:
         raise KdlabError(f"{where}: unknown key '{sorted(unknown)[0]}'")
+    if "teacher_gate" in spec:
+        _check_gate_spec(where, spec["teacher_gate"])
     if "schedule" in spec:
         _check_schedule_spec(where, spec["schedule"])
     claims = spec.get("claims")
@@ -124,7 +128,7 @@ def _validated(where: Path, spec: dict) -> list[dict]:
         if not isinstance(claim, dict):
             raise KdlabError(f"{at} must be a mapping")
         extra = set(claim) - {"id", "title", "source", "studies", "groups", "metrics", "plots", "checks", "note",
-                              "context"}
+                              "context", "teachers"}
         if extra:
             raise KdlabError(f"{at}: unknown key '{sorted(extra)[0]}'")
         for key in ("id", "title", "studies", "checks"):
@@ -142,8 +146,11 @@ def _validated(where: Path, spec: dict) -> list[dict]:
         plots = claim.get("plots", [])
         if any(p not in PLOTS for p in plots):
             raise KdlabError(f"{at}: plots are among {', '.join(PLOTS)}")
+        teachers = claim.get("teachers", {})
+        if not isinstance(teachers, dict) or not all(isinstance(v, list) for v in teachers.values()):
+            raise KdlabError(f"{at}: 'teachers' maps each teacher group to the list of groups it teaches")
         named = [g for check in [*claim["checks"], *context] for g in _groups_named(check)]
-        result.append({**claim, "plots": plots, "context": context,
+        result.append({**claim, "plots": plots, "context": context, "teachers": teachers,
                        "metrics": claim.get("metrics", list(DEFAULT_METRICS)),
                        "groups": claim.get("groups") or list(dict.fromkeys(named)), "source": claim.get("source", "")})
     return result
@@ -166,15 +173,26 @@ def _check_schedule_spec(where: Path, schedule) -> None:
         raise KdlabError(f"{at}: tolerance is an accuracy gap in [0, 1), got {tolerance!r}")
 
 
+def _check_gate_spec(where: Path, gate) -> None:
+    at = f"{where}: teacher_gate"
+    if not isinstance(gate, dict) or set(gate) - {"gap", "against"} or "gap" not in gate:
+        raise KdlabError(f"{at} is a mapping with gap (and against: the groups trained without a teacher)")
+    gap = gate["gap"]
+    if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not 0 <= gap < 1:
+        raise KdlabError(f"{at}: gap is an accuracy difference in [0, 1), got {gap!r}")
+    if not isinstance(gate.get("against", []), list):
+        raise KdlabError(f"{at}: against is a list of groups")
+
+
 def _check_spec(at: str, check) -> None:
     if not isinstance(check, dict):
         raise KdlabError(f"{at}: a check must be a mapping")
     if "margin" in check:
-        margin = check["margin"]
-        if "transfer" not in check and check.get("expect") not in ("not_higher", "not_lower"):
-            raise KdlabError(f"{at}: a margin belongs to a not_higher, not_lower or transfer check")
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
-            raise KdlabError(f"{at}: margin is a difference in the metric's units in [0, 1), got {margin!r}")
+        raise KdlabError(f"{at}: 'margin' was the v1 rule's; give each sub-claim its delta (docs/claims_rule_v2.md)")
+    unknown = set(check) - {"a", "a_metric", "than", "metric", "expect", "delta", "published", "approaches", "groups",
+                            "transfer"}
+    if unknown:
+        raise KdlabError(f"{at}: unknown check key '{sorted(unknown)[0]}'")
     if "transfer" in check:
         if check.get("expect") not in TRANSFER_EXPECTATIONS:
             raise KdlabError(f"{at}: a transfer check expects {' or '.join(TRANSFER_EXPECTATIONS)}")
@@ -187,6 +205,10 @@ def _check_spec(at: str, check) -> None:
             raise KdlabError(f"{at}: a comparison needs a, than, metric and expect ('{missing[0]}' is missing)")
         if check["expect"] not in EXPECTATIONS:
             raise KdlabError(f"{at}: expect is one of {', '.join(EXPECTATIONS)}, got {check['expect']!r}")
+    delta = check.get("delta")
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < 1:
+        raise KdlabError(f"{at}: every check needs its delta, a difference in the metric's units in (0, 1), "
+                         f"got {delta!r}")
 
 
 def _groups_named(check: dict) -> list[str]:
@@ -246,33 +268,43 @@ def _metrics_used(claim: dict) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- markdown
 
 
+def _counts(cells: list[Cell]) -> dict[str, int]:
+    return {reading: sum(c.reading == reading for c in cells)
+            for reading in ("holds", "fails", "not detectable", "untestable")}
+
+
 def _section(claim: dict, groups: dict[tuple, list[RunEntry]], cells: list[Cell], verdict: str, images: dict,
              pending: list[str], context: list[Cell]) -> str:
-    plus, minus = sum(c.mark == "+" for c in cells), sum(c.mark == "−" for c in cells)
+    counts = _counts(cells)
     lines = [f"## Claim {claim['id']}: {claim['title']}", ""]
     if claim["source"]:
         lines += [f"Source: {claim['source']}. Studies: {', '.join(f'`{s}`' for s in claim['studies'])}.", ""]
-    lines += [f"**Verdict: {verdict} on this data** ({plus} of {len(cells)} comparisons on the claimed side with "
-              f"their 95% interval, {minus} on the other side, {len(cells) - plus - minus} undecided)."
-              + _not_run_yet(pending), ""]
+    lines += [f"**Verdict: {verdict} on this data** ({len(cells)} sub-claims in all cells: {counts['holds']} hold, "
+              f"{counts['fails']} fail, {counts['not detectable']} not detectable, {counts['untestable']} "
+              f"untestable by the teacher gate)." + _not_run_yet(pending), ""]
     if claim.get("note"):
         lines += [claim["note"].strip(), ""]
     metrics = claim["metrics"]
     header = ["dataset", "model", "group", "seeds", *[METRIC_NAMES.get(m, m) for m in metrics]]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, members in groups.items():
-        if key[2] not in claim["groups"] and not any(key[2].startswith(f"{f}-") for f in _families(claim)):
+        if (key[2] not in claim["groups"] and key[2] not in claim["teachers"]
+                and not any(key[2].startswith(f"{f}-") for f in _families(claim))):
             continue
         values = [stats.summarize([metric_value(e, m) for e in members]) if all(
             math.isfinite(metric_value(e, m)) for e in members) else None for m in metrics]
-        row = [key[0], key[1], key[2], str(len(members))]
+        role = " (teacher)" if key[2] in claim["teachers"] else ""
+        row = [key[0], key[1], key[2] + role, str(len(members))]
         row += [fmt(v, 4 if not m.startswith("spread") else 3, ci=(m == "acc")) for m, v in zip(metrics, values)]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "| dataset | model | comparison | result | numbers |", "|---|---|---|---|---|"]
+    lines += ["", "| dataset | model | sub-claim | published effect | mark | reads | numbers |",
+              "|---|---|---|---|---|---|---|"]
     for cell in cells:
-        lines.append(f"| {cell.dataset} | {cell.model} | {cell.check} | {cell.mark} | {cell.detail} |")
+        lines.append(f"| {cell.dataset} | {cell.model} | {cell.check} | {cell.published} | {cell.mark} | "
+                     f"{cell.reading} | {cell.detail} |")
     for cell in context:  # shown in brackets: read beside the checks, not counted in the verdict
-        lines.append(f"| {cell.dataset} | {cell.model} | context: {cell.check} | ({cell.mark}) | {cell.detail} |")
+        lines.append(f"| {cell.dataset} | {cell.model} | context: {cell.check} | {cell.published} | ({cell.mark}) | "
+                     f"({cell.reading}) | {cell.detail} |")
     titles = {"reliability": "Reliability diagrams (first seed)", "reliability_ts": "After temperature scaling",
               "projection": "Penultimate-layer projections (first seed)", "curves": "Training curves"}
     for name, file in images.items():
@@ -323,22 +355,36 @@ def _markdown(spec: dict, claims_file: Path, record: dict, sections: list[str], 
     lines = [f"# {spec.get('title', 'The seed papers’ claims, tested')}", ""]
     if spec.get("introduction"):
         lines += [spec["introduction"].strip(), ""]
-    lines += ["| claim | verdict |", "|---|---|"]
+    lines += ["| claim | verdict | sub-claims decided (+, − or =) of those tested |", "|---|---|---|"]
+    decided = tested = 0
     for claim in record["claims"]:
-        lines.append(f"| {claim['id']}. {claim['title']} | **{claim['verdict']}** |")
-    lines += ["", f"Generated by `kdlab report --claims {claims_file}` from the archived study results (summaries, "
+        cells = [c for c in claim["cells"] if c["reading"] != "untestable"]
+        n_decided = sum(c["reading"] != "not detectable" for c in cells)
+        decided, tested = decided + n_decided, tested + len(cells)
+        lines.append(f"| {claim['id']}. {claim['title']} | **{claim['verdict']}** | {n_decided} of {len(cells)} |")
+    gate = spec.get("teacher_gate")
+    gate_text = (f" **Teacher gate**: a teacher must be at least {100 * gate['gap']:g} points of test accuracy above "
+                 f"every group of the cell trained without a teacher ({', '.join(gate.get('against', []))}); where it "
+                 f"is not, the sub-claims that use its students are *untestable* there, outside the family and the "
+                 f"verdict." if gate else "")
+    lines += ["", f"In all, {decided} of the {tested} tested sub-claims are decided (+, − or =).", "",
+              f"Generated by `kdlab report --claims {claims_file}` from the archived study results (summaries, "
               f"metrics and analysis files; no checkpoints). Machine: {first.get('machine', '?')}, torch "
               f"{first.get('torch_version', '?')}, precision {first.get('precision', '?')}.", "",
               "**Conventions.** Final-epoch weights, test split (validation only to fit temperatures and, for claim "
               "2, to pick settings). Mean ± sample std over seeds, 95% Student-t interval for accuracy; comparisons "
-              "pair runs by seed. ECE: 15 equal-width right-closed bins. Verdict rule (src/kdlab/analysis/verdicts.py): a "
-              "comparison is + when its 95% interval lies on the claimed side of 0, − when on the other, 0 "
-              "otherwise; a 'reaches' comparison (not lower / not higher, transfer) with margin m is + when its interval lies "
-              "wholly on the allowed side of −m, − when not and significantly on the wrong side of 0, 0 otherwise; "
-              "a claim is *supported* with no − and at least half +, *not supported* with no +, *mixed* "
-              "otherwise. An undecided (0) higher / lower comparison also gives the smallest difference its pairs "
-              "would detect with 80% power (two-sided paired t-test at 0.05, src/kdlab/analysis/decisions.py): "
-              "where that exceeds the published effect, 0 means not measurable here, not no effect.", ""]
+              "pair runs by seed. ECE: 15 equal-width right-closed bins. **Verdict rule v2** "
+              "(src/kdlab/analysis/verdicts.py, docs/claims_rule_v2.md): every sub-claim is one pre-declared contrast "
+              "with a margin δ in the metric's units tied to the published effect, its paired differences signed so "
+              "that the claimed direction is positive. Its mark is + (shown on the claimed side: one-sided paired "
+              "t-test), − (shown on the other side), = (shown within ±δ: two one-sided tests) or *not detectable* "
+              "(none; the smallest effect its pairs detect with 80% power, MDE, beside it), with Holm's correction "
+              "across the claim's sub-claims in each (dataset, model), each test at 0.025 one-sided (the 95% "
+              "interval). A claimed effect (higher, lower) *holds* on +, *fails* on − or = (an effect, if any, below "
+              "δ); a claimed reach (not lower, not higher) holds on + or =, fails on −; *approaches* holds when the "
+              "first gap is shown and the last is shown within ±δ. A claim is *not detectable here* when fewer than "
+              "half of its tested sub-claims are decided; otherwise *supported* when none fails, *not supported* "
+              "when none holds, *mixed* when some hold and some fail." + gate_text, ""]
     if spec.get("datasets"):
         lines += ["## Datasets, networks and schedules", ""]
         for name, note in spec["datasets"].items():

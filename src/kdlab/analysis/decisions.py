@@ -12,8 +12,9 @@ positive, and a margin delta > 0 tied to the published effect. With n pairs, mea
   t-test at alpha, from the noncentral t) is printed beside it.
 
 When the 95% interval is no wider than delta, one of the first three always holds; "not detectable" therefore
-means the interval is wider than delta. Across a claim's sub-claims, each one's decision is the mark with the
-smallest p, and those p-values are Holm-adjusted (step-down) before they are compared with alpha / 2, so a claim's
+means the interval is wider than delta. Across a claim's sub-claims, each one's candidate is ``=`` where its test
+passes unadjusted (a difference shown within +-delta is negligible at the declared margin even when it also
+excludes 0), else the direction with the smaller p; those p-values are Holm-adjusted (step-down) before they are compared with alpha / 2, so a claim's
 family of sub-claims holds its error rate. ``approaches`` (a gap that closes as a parameter grows): ``+`` when the
 gap at the first setting is shown (``+`` or ``-``) and the one at the last is shown equivalent (``=``), ``-`` when
 the last gap is still shown, ``not detectable`` otherwise.
@@ -103,7 +104,10 @@ def decide(differences: dict[str, list[float]], deltas: dict[str, float], alpha:
             raise ValueError(f"sub-claim {name}: needs at least 2 paired differences, got {d.size}")
         p = {"+": one_sided_p(d, 0.0, True), "-": one_sided_p(d, 0.0, False),
              "=": max(one_sided_p(d, -delta, True), one_sided_p(d, delta, False))}
-        candidates[name] = min(p.items(), key=lambda item: item[1])
+        # a difference shown to lie within +-delta is negligible at the declared margin, even where it also
+        # excludes 0: "=" takes precedence over a direction
+        candidates[name] = ("=", p["="]) if p["="] < alpha / 2 else min(
+            (("+", p["+"]), ("-", p["-"])), key=lambda item: item[1])
     names = list(candidates)
     adjusted = holm([candidates[name][1] for name in names])
     decisions = {}

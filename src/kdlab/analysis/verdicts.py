@@ -1,50 +1,64 @@
-"""The verdict rule of the claims report: how a claim's checks are read from per-seed results.
+"""The verdict rule of the claims report (v2, issue 24; docs/claims_rule_v2.md): how a claim's sub-claims are read
+from per-seed results.
 
-Every check is evaluated in each (dataset, model) of the claim's studies that has its groups, a *cell*; runs are
-paired by seed, and intervals are 95% Student-t intervals over the pairs (:func:`kdlab.analysis.stats.paired_difference`):
+Every sub-claim (a ``check`` of the claims file) is one pre-declared primary contrast with a margin ``delta`` in the
+metric's units, tied to the published effect. It is evaluated in each (dataset, model) of the claim's studies that
+has its groups, a *cell*; runs are paired by seed and the paired differences are signed so that the claimed
+direction is positive (``higher``: a − than; ``lower``: than − a; ``not_lower``: a − than; ``not_higher``:
+than − a). :func:`kdlab.analysis.decisions.decide` gives each one of four marks, Holm-adjusted across the claim's
+sub-claims in the cell: ``+`` (shown on the claimed side), ``-`` (shown on the other side), ``=`` (shown within
+±delta, TOST), ``not detectable`` (none; the smallest effect detectable at 80% power is printed beside it). A mark
+*reads* as:
 
-* ``higher`` / ``lower``: the difference a − than is "+" when its interval lies on the claimed side of 0, "−" when
-  it lies on the other side, "0" otherwise;
-* ``not_higher`` / ``not_lower`` (a reaches than, within an optional ``margin`` m >= 0 in the metric's units,
-  default 0): for ``not_lower``, "+" when the interval's lower end is at or above −m (a is shown to be at most m
-  below than), "−" when it is not and the interval lies wholly below 0, "0" otherwise (too wide to tell);
-  ``not_higher`` mirrors it. A non-inferiority reading: a wide interval is undecided, not a success;
-* ``approaches``: the absolute mean difference between each group and the target, in the order given: "+" when it
-  never grows along the order and the last group's interval contains 0, "−" when the last is farther from the
-  target than the first, "0" otherwise;
-* ``transfer`` (a sweep family: groups named ``<family>-...``): per model, the setting with the best mean
-  validation accuracy; on every other model, the regret = test accuracy of that setting there − test accuracy of
-  that model's own best setting, with an optional ``margin`` m (default 0). ``transfers``: "+" when the two
-  settings coincide or the regret's interval lies at or above −m, "−" when it does not and lies wholly below 0,
-  "0" otherwise. ``model_dependent``: "+" when the settings differ and the regret's interval lies wholly below −m,
-  "−" when they coincide or the interval lies at or above −m, "0" otherwise.
+* ``higher`` / ``lower`` (an effect of at least delta is claimed): ``+`` holds; ``-`` and ``=`` fail;
+* ``not_lower`` / ``not_higher`` (a reaches than, within delta): ``+`` and ``=`` hold; ``-`` fails;
+* ``approaches`` (KL approaches MSE as tau grows): the gaps of the first and last group to the target enter the
+  family; it holds when the first gap is shown (``+`` or ``-``) and the last is shown within ±delta, fails when the
+  last is still shown, and is not detectable otherwise;
+* ``transfer`` (a sweep family ``<family>-...``; per model, the setting with the best mean validation accuracy): on
+  every other model the regret = test accuracy of that setting there − that model's own best. ``transfers`` reads
+  the regret like ``not_lower`` (a coinciding best setting holds); ``model_dependent`` reads the cost (−regret) like
+  ``higher`` (a coinciding best setting fails). The family is one dataset's pairs.
 
-The verdict of a claim, from all its cells: **supported** when no cell is "−" and at least half are "+"; **not
-supported** when no cell is "+"; **mixed** otherwise. It is computed, never written by hand. A claim's ``context``
-comparisons are evaluated the same way and shown beside its checks, marked in brackets, outside the verdict.
+**The teacher gate.** A claim names its teachers and the students each one teaches (``teachers``); the claims file
+names the gap and the groups trained without a teacher (``teacher_gate: {gap, against}``). Where a teacher's mean
+test accuracy is not at least ``gap`` above every ``against`` group of the cell, the sub-claims that use its
+students are *untestable* there (no mark, outside the family and the verdict).
+
+The verdict of a claim, from the readings of all its tested cells: **not detectable here** when fewer than half
+are decided (hold or fail); otherwise **supported** when none fails, **not supported** when none holds, **mixed**
+when some hold and some fail; **untestable here** when none could be tested. A claim's ``context`` comparisons are read the
+same way, in a family of their own, shown in brackets outside the verdict.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from kdlab.analysis import stats
-from kdlab.analysis.decisions import minimum_detectable_effect
+from kdlab.analysis.decisions import Decision, decide
 from kdlab.analysis.runs import RunEntry
 
+DIRECTIONS = {"higher": (1, "effect"), "lower": (-1, "effect"), "not_lower": (1, "reach"), "not_higher": (-1, "reach")}
+READINGS = {"effect": {"+": "holds", "-": "fails", "=": "fails"}, "reach": {"+": "holds", "=": "holds", "-": "fails"}}
 
 
 @dataclass
 class Cell:
-    """One check in one (dataset, model): its mark (+, −, 0) and what it was read from."""
+    """One sub-claim in one (dataset, model): its mark, what the mark means for the claim, and the numbers."""
 
     dataset: str
     model: str
     check: str
     mark: str
+    reading: str
     detail: str
+    published: str = ""
+    numbers: dict = field(default_factory=dict)
 
 
 def metric_value(entry: RunEntry, name: str) -> float:
@@ -61,139 +75,216 @@ def metric_value(entry: RunEntry, name: str) -> float:
     return entry.metrics.get(name, math.nan)
 
 
-# ---------------------------------------------------------------------------------------------------- checks
-
-
 def cells_of(groups: dict[tuple, list[RunEntry]]) -> list[tuple[str, str]]:
     return list(dict.fromkeys(key[:2] for key in groups))
 
 
-def paired(a: list[RunEntry], b: list[RunEntry], metric_a: str, metric_b: str) -> dict | None:
+def paired_differences(a: list[RunEntry], b: list[RunEntry], metric_a: str, metric_b: str) -> list[float]:
+    """a − b per seed both have (finite values only), in a's seed order."""
     by_seed = {e.seed: e for e in b}
     pairs = [(metric_value(e, metric_a), metric_value(by_seed[e.seed], metric_b)) for e in a if e.seed in by_seed]
-    pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
-    if len(pairs) < 2:
-        return None
-    return stats.paired_difference([x for x, _ in pairs], [y for _, y in pairs])
+    return [x - y for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
 
 
-def _side(diff: dict) -> int:
-    """+1 when the interval lies above 0, −1 below, 0 when it contains 0."""
-    return 1 if diff["ci_low"] > 0 else -1 if diff["ci_high"] < 0 else 0
+def paired(a: list[RunEntry], b: list[RunEntry], metric_a: str, metric_b: str) -> dict | None:
+    """The paired summary of a − b (mean, std, 95% interval, p, n), or None with fewer than two pairs."""
+    diffs = paired_differences(a, b, metric_a, metric_b)
+    return stats.paired_difference(diffs, [0.0] * len(diffs)) if len(diffs) >= 2 else None
 
 
-def _reaches(diff: dict, margin: float) -> str:
-    """Non-inferiority of a difference (a − than, larger is better): "+" when its interval's lower end is at or
-    above −margin, "−" when not and the interval lies wholly below 0, "0" otherwise."""
-    if diff["ci_low"] >= -margin:
-        return "+"
-    return "−" if diff["ci_high"] < 0 else "0"
+# ---------------------------------------------------------------------------------------------------- sub-claims
 
 
-def _flipped(diff: dict) -> dict:
-    return {**diff, "mean": -diff["mean"], "ci_low": -diff["ci_high"], "ci_high": -diff["ci_low"]}
+@dataclass
+class _SubClaim:
+    """One contrast of one cell before the family is decided: its signed differences and how to read its mark."""
+
+    label: str
+    differences: list[float]
+    delta: float
+    kind: str  # effect, reach or the name of an approaches check's half
+    published: str
 
 
-def _margin_text(check: dict) -> str:
-    return f" (margin {check['margin']:g})" if check.get("margin") else ""
-
-
-def evaluate(check: dict, groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
-    if "transfer" in check:
-        return evaluate_transfer(check, groups)
+def check_label(check: dict) -> str:
     if "approaches" in check:
-        return evaluate_approaches(check, groups)
-    cells = []
+        return f"{' → '.join(check['groups'])} approach {check['approaches']}, {check['metric']}"
     metric_b = check["metric"]
     metric_a = check.get("a_metric", metric_b)
-    label = (f"{check['a']}{'' if metric_a == metric_b else f' ({metric_a})'} {check['expect'].replace('_', ' ')} "
-             f"than {check['than']}{'' if metric_a == metric_b else f' ({metric_b})'}, {metric_b}"
-             f"{_margin_text(check)}")
-    for dataset, model in cells_of(groups):
-        a, b = groups.get((dataset, model, check["a"])), groups.get((dataset, model, check["than"]))
-        if not a or not b:
+    return (f"{check['a']}{'' if metric_a == metric_b else f' ({metric_a})'} {check['expect'].replace('_', ' ')} "
+            f"than {check['than']}{'' if metric_a == metric_b else f' ({metric_b})'}, {metric_b}")
+
+
+def _contrasts(check: dict, groups: dict, dataset: str, model: str) -> list[_SubClaim]:
+    """The signed contrasts of ``check`` in one cell (none when a group is missing or fewer than 2 seeds pair)."""
+    get = lambda name: groups.get((dataset, model, name))
+    delta, published = float(check["delta"]), str(check.get("published", ""))
+    if "approaches" in check:
+        target, first, last = get(check["approaches"]), get(check["groups"][0]), get(check["groups"][-1])
+        if not (target and first and last):
+            return []
+        metric = check["metric"]
+        result = [_SubClaim(f"{check_label(check)}: gap at {name}", paired_differences(members, target, metric, metric),
+                            delta, half, published) for name, members, half in
+                  ((check["groups"][0], first, "first"), (check["groups"][-1], last, "last"))]
+        return result if all(len(s.differences) >= 2 for s in result) else []
+    a, b = get(check["a"]), get(check["than"])
+    if not a or not b:
+        return []
+    sign, kind = DIRECTIONS[check["expect"]]
+    diffs = [sign * d for d in paired_differences(a, b, check.get("a_metric", check["metric"]), check["metric"])]
+    return [_SubClaim(check_label(check), diffs, delta, kind, published)] if len(diffs) >= 2 else []
+
+
+def _detail(decision: Decision) -> str:
+    return (f"Δ {decision.mean:+.4f} [{decision.ci_low:+.4f}, {decision.ci_high:+.4f}], n {decision.n}, "
+            f"δ {decision.delta:g}, p (Holm) {decision.p_adjusted:.3f}, detectable at 80% power: {decision.mde:.4f}")
+
+
+def _numbers(decision: Decision) -> dict:
+    return {"mean": decision.mean, "ci_low": decision.ci_low, "ci_high": decision.ci_high, "n": decision.n,
+            "delta": decision.delta, "p_adjusted": decision.p_adjusted, "mde": decision.mde}
+
+
+def _mark_text(decision: Decision) -> str:
+    return f"not detectable (MDE {decision.mde:.4f})" if decision.mark == "not detectable" else decision.mark
+
+
+def _family_cells(dataset: str, model: str, subclaims: list[_SubClaim]) -> list[Cell]:
+    """Decide one family (Holm across it) and read every mark; an approaches check's two halves become one cell."""
+    if not subclaims:
+        return []
+    decisions = decide({str(i): s.differences for i, s in enumerate(subclaims)},
+                       {str(i): s.delta for i, s in enumerate(subclaims)})
+    cells, pending_first = [], None
+    for i, sub in enumerate(subclaims):
+        decision = decisions[str(i)]
+        if sub.kind == "first":
+            pending_first = (sub, decision)
             continue
-        diff = paired(a, b, metric_a, metric_b)
-        if diff is None:
+        if sub.kind == "last":
+            first_sub, first = pending_first
+            shown = lambda d: d.mark in ("+", "-")
+            reading = ("fails" if shown(decision) else "holds" if shown(first) and decision.mark == "=" else
+                       "not detectable")
+            mark = {"holds": "+", "fails": "-", "not detectable": "not detectable"}[reading]
+            label = sub.label.rsplit(": gap at ", 1)[0]
+            detail = f"first gap: {_mark_text(first)}, {_detail(first)}; last gap: {_mark_text(decision)}, {_detail(decision)}"
+            cells.append(Cell(dataset, model, label, mark, reading, detail, sub.published,
+                              {"first": _numbers(first), "last": _numbers(decision)}))
             continue
-        expect = check["expect"]
-        detail = f"Δ {diff_text(diff)}"
-        if expect in ("higher", "lower"):
-            side, wanted = _side(diff), 1 if expect == "higher" else -1
-            mark = "+" if side == wanted else "−" if side == -wanted else "0"
-            if mark == "0":  # undecided: say how large an effect these pairs could have shown (80% power)
-                detail += f", detectable at 80% power: {minimum_detectable_effect(diff['std'], diff['n']):.4f}"
-        else:
-            mark = _reaches(diff if expect == "not_lower" else _flipped(diff), check.get("margin", 0))
-        cells.append(Cell(dataset, model, label, mark, detail))
+        reading = READINGS[sub.kind].get(decision.mark, "not detectable")
+        cells.append(Cell(dataset, model, sub.label, _mark_text(decision), reading, _detail(decision), sub.published,
+                          _numbers(decision)))
     return cells
 
 
-def evaluate_approaches(check: dict, groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
-    cells = []
-    metric, target = check["metric"], check["approaches"]
-    label = f"{' → '.join(check['groups'])} approach {target}, {metric}"
+# ---------------------------------------------------------------------------------------------------- the gate
+
+
+def teacher_gate(claim: dict, gate: dict | None, groups: dict, dataset: str, model: str) -> dict[str, str]:
+    """The teachers of ``claim`` that fail the gate in this cell: teacher group -> why (empty when all pass)."""
+    failed = {}
+    if not gate:
+        return failed
+    against = [groups[(dataset, model, g)] for g in gate.get("against", []) if (dataset, model, g) in groups]
+    students = [float(np.mean([metric_value(e, "acc") for e in members])) for members in against]
+    for teacher in claim.get("teachers", {}):
+        members = next((m for (d, _, g), m in groups.items() if d == dataset and g == teacher), None)
+        if not members:
+            failed[teacher] = "not run"
+            continue
+        accuracy = float(np.mean([metric_value(e, "acc") for e in members]))
+        if students and accuracy - max(students) < gate["gap"]:
+            failed[teacher] = (f"{teacher} {accuracy:.4f} is {100 * (accuracy - max(students)):+.2f} points from the "
+                               f"best student trained without it ({max(students):.4f}; gate {100 * gate['gap']:g})")
+    return failed
+
+
+def _taught_by(claim: dict, teachers: dict[str, str]) -> dict[str, str]:
+    return {student: why for teacher, why in teachers.items() for student in claim.get("teachers", {})[teacher]}
+
+
+def _groups_of(check: dict) -> list[str]:
+    return [*check["groups"], check["approaches"]] if "approaches" in check else [check["a"], check["than"]]
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate_claim(claim: dict, groups: dict[tuple, list[RunEntry]], gate: dict | None = None,
+                   which: str = "checks") -> list[Cell]:
+    """Every cell of the claim's ``checks`` (or its ``context``), each (dataset, model) one Holm family."""
+    checks = claim.get(which, [])
+    transfers = [c for c in checks if "transfer" in c]
+    cells = evaluate_transfers(transfers, groups) if transfers else []
+    pairwise = [c for c in checks if "transfer" not in c]
     for dataset, model in cells_of(groups):
-        reference = groups.get((dataset, model, target))
-        members = [groups.get((dataset, model, g)) for g in check["groups"]]
-        if not reference or not all(members):
-            continue
-        diffs = [paired(m, reference, metric, metric) for m in members]
-        if any(d is None for d in diffs):
-            continue
-        gaps = [abs(d["mean"]) for d in diffs]
-        monotone = all(later <= earlier + 1e-12 for earlier, later in zip(gaps, gaps[1:]))
-        if monotone and _side(diffs[-1]) == 0:
-            mark = "+"
-        elif gaps[-1] > gaps[0]:
-            mark = "−"
-        else:
-            mark = "0"
-        detail = "; ".join(f"{g}: Δ {diff_text(d)}" for g, d in zip(check["groups"], diffs))
-        cells.append(Cell(dataset, model, label, mark, detail))
+        untestable = _taught_by(claim, teacher_gate(claim, gate, groups, dataset, model))
+        family: list[_SubClaim] = []
+        for check in pairwise:
+            blocked = next((untestable[g] for g in _groups_of(check) if g in untestable), None)
+            contrasts = _contrasts(check, groups, dataset, model)
+            if blocked and contrasts:
+                cells.append(Cell(dataset, model, check_label(check), "untestable", "untestable", blocked,
+                                  str(check.get("published", ""))))
+            else:
+                family += contrasts
+        cells += _family_cells(dataset, model, family)
     return cells
 
 
-def evaluate_transfer(check: dict, groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
-    family, expect, margin = check["transfer"], check["expect"], check.get("margin", 0)
+def evaluate_transfers(checks: list[dict], groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
     cells = []
     for dataset in dict.fromkeys(key[0] for key in groups):
-        settings: dict[str, dict[str, list[RunEntry]]] = {}
-        for (d, model, group), members in groups.items():
-            if d == dataset and group.startswith(f"{family}-"):
-                settings.setdefault(model, {})[group] = members
-        best = {model: max(options, key=lambda g: stats.summarize([metric_value(e, "val_acc")
-                                                                   for e in options[g]])["mean"])
-                for model, options in settings.items()}
-        for source in settings:
-            for target in settings:
-                if source == target or best[source] not in settings[target]:
-                    continue
-                label = f"{family}: the best setting on {source} used on {target}{_margin_text(check)}"
-                same = best[source] == best[target]
-                diff = None if same else paired(settings[target][best[source]], settings[target][best[target]],
-                                                 "acc", "acc")
-                if diff is None:  # the same setting (or too few paired seeds to tell)
-                    mark = "0" if not same else "+" if expect == "transfers" else "−"
-                elif expect == "transfers":
-                    mark = _reaches(diff, margin)
-                else:
-                    mark = "+" if diff["ci_high"] < -margin else "−" if diff["ci_low"] >= -margin else "0"
-                detail = (f"best on {source}: {best[source]}; best on {target}: {best[target]}"
-                          + ("" if diff is None else f"; regret on {target}: {diff_text(diff)}"))
-                cells.append(Cell(dataset, target, label, mark, detail))
+        family: list[tuple[str, _SubClaim | None, str, dict]] = []
+        for check in checks:
+            settings: dict[str, dict[str, list[RunEntry]]] = {}
+            for (d, model, group), members in groups.items():
+                if d == dataset and group.startswith(f"{check['transfer']}-"):
+                    settings.setdefault(model, {})[group] = members
+            best = {model: max(options, key=lambda g: float(np.mean([metric_value(e, "val_acc") for e in options[g]])))
+                    for model, options in settings.items()}
+            for source in settings:
+                for target in settings:
+                    if source == target or best[source] not in settings[target]:
+                        continue
+                    label = f"{check['transfer']}: the best setting on {source} used on {target} ({check['expect']})"
+                    note = f"best on {source}: {best[source]}; best on {target}: {best[target]}"
+                    regret = ([] if best[source] == best[target] else
+                              paired_differences(settings[target][best[source]], settings[target][best[target]],
+                                                 "acc", "acc"))
+                    sign, kind = (1, "reach") if check["expect"] == "transfers" else (-1, "effect")
+                    sub = (_SubClaim(label, [sign * r for r in regret], float(check["delta"]), kind,
+                                     str(check.get("published", ""))) if len(regret) >= 2 else None)
+                    family.append((target, sub, note, check))
+        decided = _family_cells(dataset, "", [sub for _, sub, _, _ in family if sub is not None])
+        decided_iter = iter(decided)
+        for target, sub, note, check in family:
+            if sub is None:  # the same best setting on both models
+                same = check["expect"] == "transfers"
+                cells.append(Cell(dataset, target, f"{check['transfer']}: the best setting used on {target} "
+                                  f"({check['expect']})", "same setting", "holds" if same else "fails", note,
+                                  str(check.get("published", ""))))
+                continue
+            cell = next(decided_iter)
+            cells.append(Cell(dataset, target, cell.check, cell.mark, cell.reading, f"{note}; {cell.detail}",
+                              cell.published, cell.numbers))
     return cells
 
 
 def claim_verdict(cells: list[Cell]) -> str:
     if not cells:
         return "no data"
-    plus, minus = sum(c.mark == "+" for c in cells), sum(c.mark == "−" for c in cells)
-    if minus == 0 and plus * 2 >= len(cells):
+    tested = [c for c in cells if c.reading != "untestable"]
+    if not tested:
+        return "untestable here"
+    holds, fails = sum(c.reading == "holds" for c in tested), sum(c.reading == "fails" for c in tested)
+    if (holds + fails) * 2 < len(tested):
+        return "not detectable here"
+    if fails == 0:
         return "supported"
-    if plus == 0:
-        return "not supported"
-    return "mixed"
+    return "not supported" if holds == 0 else "mixed"
 
 
 def diff_text(diff: dict) -> str:
