@@ -244,11 +244,24 @@ def test_reuse_from_adopts_the_same_runs_of_another_study(tmp_path):
     adopted = next(r for r in second["runs"] if r["run"] == "ce-s0")
     assert adopted["final"] == ce["final"] and adopted["dir"] == str(tmp_path / "b" / "ce-s0")
     assert not list((tmp_path / "b").glob(".*adopting"))
-    # A changed recipe changes the key: ce is trained again (the teacher, which sets its own epochs, is unchanged).
+    # A changed recipe changes the key: ce is no longer a's ce-s0 (the teacher, which sets its own epochs, is
+    # unchanged). With 2 epochs, though, ce-s0 is exactly a's teacher (CE, 2 epochs, seed 0), found by its key.
     changed = {**STUDY, "seeds": 1, "base": {**BASE, "train": {"epochs": 2}}}
     third = run_study(write(tmp_path, changed, "c.yaml"), tmp_path / "c", quiet=True, reuse_from=[tmp_path / "a"])
-    assert {r["run"]: r["status"] for r in third["runs"]} == {"teacher": "reused", "ce-s0": "trained",
+    assert {r["run"]: r["status"] for r in third["runs"]} == {"teacher": "reused", "ce-s0": "reused",
                                                               "kd-tau1-s0": "trained", "kd-tau4-s0": "trained"}
+    teacher = next(r for r in first["runs"] if r["run"] == "teacher")
+    assert next(r for r in third["runs"] if r["run"] == "ce-s0")["final"] == teacher["final"]
+    changed["base"] = {**BASE, "train": {"epochs": 3}}  # a recipe no run of a has: trained
+    assert {r["run"]: r["status"] for r in run_study(write(tmp_path, changed, "f.yaml"), tmp_path / "f", quiet=True,
+                                                     reuse_from=[tmp_path / "a"])["runs"]}["ce-s0"] == "trained"
+    # The same run under another name (a study with a models list names it ce-cnn_small8-s0): found by its key.
+    named = {"seeds": 1, "baseline": "ce", "models": [BASE["model"]["name"]],
+             "base": {k: v for k, v in BASE.items() if k != "model"}, "stages": {"ce": {"method": {"name": "ce"}}}}
+    fourth = run_study(write(tmp_path, named, "e.yaml"), tmp_path / "e", quiet=True, reuse_from=[tmp_path / "a"])
+    run, = fourth["runs"]
+    assert run["run"] == f"ce-{BASE['model']['name']}-s0" and run["status"] == "reused"
+    assert run["final"] == ce["final"]
     with pytest.raises(KdlabError, match="--reuse-from .*not a folder"):
         run_study(write(tmp_path, STUDY, "d.yaml"), tmp_path / "d", quiet=True, reuse_from=[tmp_path / "missing"])
 

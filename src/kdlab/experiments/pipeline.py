@@ -226,7 +226,7 @@ def adopt_runs(out: Path, runs: list[PlannedRun], sources: list[Path]) -> list[s
     """Copy into ``out`` every teacher-free planned run that ``out`` does not have yet and a source folder (another
     study or pipeline folder) holds completed under the same stage key: the same resolved recipe, seed and data, so
     the same run, which is then reused instead of trained again (e.g. the CE baseline that several studies on one
-    profile share). Runs that distil from a teacher are never adopted: their key hashes the teacher's weights in
+    profile share), under whatever name the source gave it. Runs that distil from a teacher are never adopted: their key hashes the teacher's weights in
     ``out``. Each copy lands whole (a temporary folder renamed into place). Returns the adopted runs' names."""
     sources = [Path(source) for source in sources]
     for source in sources:
@@ -241,11 +241,14 @@ def adopt_runs(out: Path, runs: list[PlannedRun], sources: list[Path]) -> list[s
             continue
         _, key = _recipe_and_key(out, run)
         for source in sources:
-            if _stage_status(RunDir(source / run.name), source / f"{run.name}.{STAGE_KEY_SUFFIX}", key) != "reused":
+            name = next((name for name in _names_by_key(source).get(key, [])
+                         if _stage_status(RunDir(source / name), source / f"{name}.{STAGE_KEY_SUFFIX}", key)
+                         == "reused"), None)
+            if name is None:
                 continue
             staging = out / f".{run.name}.adopting"
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(source / run.name, staging)
+            shutil.copytree(source / name, staging)
             atomic_write_json(out / f"{run.name}.{STAGE_KEY_SUFFIX}", {"key": key, "stage": run.stage})
             staging.replace(out / run.name)
             adopted.append(run.name)
@@ -279,6 +282,19 @@ def _with_teachers(raw: dict, out: Path) -> dict:
     if isinstance(method.get("teachers"), list):
         filled["teachers"] = [place(value) for value in method["teachers"]]
     return deep_merge(raw, {"method": filled}) if filled else raw
+
+
+def _names_by_key(folder: Path) -> dict[str, list[str]]:
+    """The runs of a study or pipeline folder by the stage key they were started with. A run is found under any
+    name, so a study whose stages are named differently (``ce-s0`` vs ``ce-resnet8-s0``) still adopts it."""
+    names: dict[str, list[str]] = {}
+    for key_file in sorted(folder.glob(f"*.{STAGE_KEY_SUFFIX}")):
+        try:
+            key = json.loads(key_file.read_text())["key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        names.setdefault(key, []).append(key_file.name[: -len(STAGE_KEY_SUFFIX) - 1])
+    return names
 
 
 def _stage_status(run: RunDir, key_file: Path, key: str) -> str:
