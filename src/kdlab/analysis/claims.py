@@ -56,10 +56,6 @@ METRIC_NAMES = {"acc": "test acc", "nll": "NLL", "ece": "ECE", "ece_ts": "ECE af
                 "train_acc": "train acc (last epoch)"}
 
 
-
-
-
-
 def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
     """Read the claims file, evaluate every claim on its studies' archives, write ``out/claims.md``,
     ``out/claims.json`` and the plots in ``out/claims/``; return the record."""
@@ -240,31 +236,6 @@ def _metrics_used(claim: dict) -> list[str]:
     return used
 
 
-# ---------------------------------------------------------------------------------------------------- checks
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # ---------------------------------------------------------------------------------------------------- markdown
 
 
@@ -297,7 +268,8 @@ def _section(claim: dict, groups: dict[tuple, list[RunEntry]], cells: list[Cell]
         row = [key[0], key[1], key[2] + role, str(len(members))]
         row += [fmt(v, 4 if not m.startswith("spread") else 3, ci=(m == "acc")) for m, v in zip(metrics, values)]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "| dataset | model | sub-claim | published effect | mark | reads | numbers |",
+    lines += ["", "| dataset | model | sub-claim | published effect | mark | reads | numbers (Δ signed: + is the claimed "
+              "direction) |",
               "|---|---|---|---|---|---|---|"]
     for cell in cells:
         lines.append(f"| {cell.dataset} | {cell.model} | {cell.check} | {cell.published} | {cell.mark} | "
