@@ -244,7 +244,8 @@ def test_bad_claims_files_are_one_line_errors(archived, tmp_path, change, fragme
 def test_studies_not_run_yet_are_named_and_give_no_data(archived, tmp_path):
     claims = {"results": str(archived / "results"),
               "claims": [{"id": 4, "title": "later", "studies": ["digits", "missing"],
-                          "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "higher", "delta": 0.01}]},
+                          "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "higher", "delta": 0.01},
+                                     {"a": "kd", "than": "ce", "metric": "acc", "expect": "higher", "delta": 0.01}]},
                          {"id": 5, "title": "never", "studies": ["missing"],
                           "checks": [{"a": "ls", "than": "ce", "metric": "acc", "expect": "higher", "delta": 0.01}]}]}
     path = tmp_path / "claims.yaml"
@@ -253,6 +254,8 @@ def test_studies_not_run_yet_are_named_and_give_no_data(archived, tmp_path):
     record = json.loads((tmp_path / "reports" / "claims.json").read_text())
     assert [c["pending"] for c in record["claims"]] == [["missing"], ["missing"]]
     assert record["claims"][1]["verdict"] == "no data" and len(record["claims"][0]["cells"]) == 1
+    # half the claim has no data yet (kd is in the missing study): its verdict says so
+    assert record["claims"][0]["verdict"].endswith(" so far (1 of 2 sub-claims have no data yet)")
     assert "Not run yet: `missing`." in (tmp_path / "reports" / "claims.md").read_text()
 
 
@@ -290,7 +293,7 @@ def test_schedule_section_pairs_the_longer_baseline_by_seed(archived, tmp_path):
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = {"claims/fsdd": "fsdd_speakers", "claims/fashion_mnist": "fashion_mnist_5k",
-            "claims_v2/cifar10": "cifar10_jpeg_10k"}
+            "claims_v2/cifar10": "cifar10_jpeg_10k", "claims_v2/fashion_mnist": "fashion_mnist_5k"}
 RECIPES = {"claims": "{}", "claims_v2": "{}_v2"}  # results/claims_v2/<data>/offline ran studies/claims/offline_v2.yaml
 
 
@@ -327,10 +330,16 @@ def test_the_projects_claims_name_groups_their_studies_have_on_every_profile():
                 groups = planned[key]
                 named = {g for check in claim["checks"] for g in _groups_named(check)}
                 assert named <= groups, (claim["id"], study, named - groups)
+                assert set(claim["groups"]) & groups, (claim["id"], study)
                 assert set(claim["teachers"]) <= groups
                 for teacher, students in claim["teachers"].items():  # a gated student is never a gate reference
                     assert not set(students) & set(gate["against"]), (claim["id"], teacher)
                 for check in claim["checks"]:
                     assert 0 < check["delta"] < 1 and check.get("published") is not None, (claim["id"], check)
-                    if "transfer" in check:
-                        assert sum(g.startswith(check["transfer"] + "-") for g in groups) >= 2
+        unions = [set().union(*(planned[(RECIPES[s.split("/")[0]].format(s.split("/")[2]),
+                                         PROFILES["/".join(s.split("/")[:2])])]
+                                for s in claim["studies"] if s.split("/")[1] == data))
+                  for data in {study.split("/")[1] for study in claim["studies"]}]  # a family may come from a sibling
+        for check in [*claim["checks"], *claim["context"]]:  # study; each has two settings on some dataset
+            if "transfer" in check:
+                assert any(sum(g.startswith(check["transfer"] + "-") for g in union) >= 2 for union in unions)

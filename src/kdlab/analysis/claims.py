@@ -90,6 +90,10 @@ def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
         cells = evaluate_claim(claim, groups, spec.get("teacher_gate"), "checks")
         context = evaluate_claim(claim, groups, spec.get("teacher_gate"), "context")
         verdict = claim_verdict(cells)
+        silent = [check for check in claim["checks"]  # sub-claims no cell could evaluate yet
+                  if not evaluate_claim({**claim, "checks": [check]}, groups, spec.get("teacher_gate"))]
+        if silent and cells:
+            verdict += f" so far ({len(silent)} of {len(claim['checks'])} sub-claims have no data yet)"
         images = plot_groups({k: v for k, v in groups.items() if k[2] in claim["groups"]}, images_dir, class_ids,
                              class_names, prefix=f"claim{claim['id']}_", which=tuple(claim["plots"])) \
             if claim["plots"] else {}
@@ -226,7 +230,7 @@ def _not_run_yet(pending: list[str]) -> str:
 
 
 def _families(claim: dict) -> list[str]:
-    return [check["transfer"] for check in claim["checks"] if "transfer" in check]
+    return [check["transfer"] for check in [*claim["checks"], *claim.get("context", [])] if "transfer" in check]
 
 
 def _metrics_used(claim: dict) -> list[str]:
