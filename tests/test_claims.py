@@ -133,6 +133,7 @@ def test_transfer_reads_best_settings_from_validation_and_regret_from_test(best_
     cells = one({"transfer": "f", "expect": expect, "delta": 0.01}, g)
     assert {c.model for c in cells} == {"a", "b"}
     assert {c.reading for c in cells if c.model == "b"} == {reading}
+    assert {c.source for c in cells} == {0}  # every cell names the check it reads
 
 
 @pytest.mark.parametrize("teacher_acc,untestable", [(0.83, True), (0.90, False)])

@@ -86,12 +86,12 @@ def build_claims_report(claims_file: str | Path, out: str | Path) -> dict:
             _, study_groups, class_ids, class_names = study(name, spreads)
             groups.update({key: members for key, members in study_groups.items() if key[2] in claim["groups"]
                            or any(key[2].startswith(f"{family}-") for family in _families(claim))})
+            # the teachers after their students, each study's in turn
             groups.update({key: members for key, members in study_groups.items() if key[2] in claim["teachers"]})
         cells = evaluate_claim(claim, groups, spec.get("teacher_gate"), "checks")
         context = evaluate_claim(claim, groups, spec.get("teacher_gate"), "context")
         verdict = claim_verdict(cells)
-        silent = [check for check in claim["checks"]  # sub-claims no cell could evaluate yet
-                  if not evaluate_claim({**claim, "checks": [check]}, groups, spec.get("teacher_gate"))]
+        silent = set(range(len(claim["checks"]))) - {cell.source for cell in cells}  # no cell could read them yet
         if silent and cells:
             verdict += f" so far ({len(silent)} of {len(claim['checks'])} sub-claims have no data yet)"
         images = plot_groups({k: v for k, v in groups.items() if k[2] in claim["groups"]}, images_dir, class_ids,

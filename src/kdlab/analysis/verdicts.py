@@ -59,6 +59,7 @@ class Cell:
     detail: str
     published: str = ""
     numbers: dict = field(default_factory=dict)
+    source: int = -1  # the position of its check in the claim's list
 
 
 def metric_value(entry: RunEntry, name: str) -> float:
@@ -104,6 +105,7 @@ class _SubClaim:
     delta: float
     kind: str  # effect, reach or the name of an approaches check's half
     published: str
+    source: int
 
 
 def check_label(check: dict) -> str:
@@ -115,7 +117,7 @@ def check_label(check: dict) -> str:
             f"than {check['than']}{'' if metric_a == metric_b else f' ({metric_b})'}, {metric_b}")
 
 
-def _contrasts(check: dict, groups: dict, dataset: str, model: str) -> list[_SubClaim]:
+def _contrasts(check: dict, source: int, groups: dict, dataset: str, model: str) -> list[_SubClaim]:
     """The signed contrasts of ``check`` in one cell (none when a group is missing or fewer than 2 seeds pair)."""
     get = lambda name: groups.get((dataset, model, name))
     delta, published = float(check["delta"]), str(check.get("published", ""))
@@ -125,7 +127,7 @@ def _contrasts(check: dict, groups: dict, dataset: str, model: str) -> list[_Sub
             return []
         metric = check["metric"]
         result = [_SubClaim(f"{check_label(check)}: gap at {name}", paired_differences(members, target, metric, metric),
-                            delta, half, published) for name, members, half in
+                            delta, half, published, source) for name, members, half in
                   ((check["groups"][0], first, "first"), (check["groups"][-1], last, "last"))]
         return result if all(len(s.differences) >= 2 for s in result) else []
     a, b = get(check["a"]), get(check["than"])
@@ -133,7 +135,7 @@ def _contrasts(check: dict, groups: dict, dataset: str, model: str) -> list[_Sub
         return []
     sign, kind = DIRECTIONS[check["expect"]]
     diffs = [sign * d for d in paired_differences(a, b, check.get("a_metric", check["metric"]), check["metric"])]
-    return [_SubClaim(check_label(check), diffs, delta, kind, published)] if len(diffs) >= 2 else []
+    return [_SubClaim(check_label(check), diffs, delta, kind, published, source)] if len(diffs) >= 2 else []
 
 
 def _detail(decision: Decision) -> str:
@@ -160,10 +162,10 @@ def _family_cells(dataset: str, model: str, subclaims: list[_SubClaim]) -> list[
     for i, sub in enumerate(subclaims):
         decision = decisions[str(i)]
         if sub.kind == "first":
-            pending_first = (sub, decision)
+            pending_first = decision
             continue
         if sub.kind == "last":
-            first_sub, first = pending_first
+            first = pending_first
             shown = lambda d: d.mark in ("+", "-")
             reading = ("fails" if shown(decision) else "holds" if shown(first) and decision.mark == "=" else
                        "not detectable")
@@ -171,11 +173,11 @@ def _family_cells(dataset: str, model: str, subclaims: list[_SubClaim]) -> list[
             label = sub.label.rsplit(": gap at ", 1)[0]
             detail = f"first gap: {_mark_text(first)}, {_detail(first)}; last gap: {_mark_text(decision)}, {_detail(decision)}"
             cells.append(Cell(dataset, model, label, mark, reading, detail, sub.published,
-                              {"first": _numbers(first), "last": _numbers(decision)}))
+                              {"first": _numbers(first), "last": _numbers(decision)}, sub.source))
             continue
         reading = READINGS[sub.kind].get(decision.mark, "not detectable")
         cells.append(Cell(dataset, model, sub.label, _mark_text(decision), reading, _detail(decision), sub.published,
-                          _numbers(decision)))
+                          _numbers(decision), sub.source))
     return cells
 
 
@@ -215,30 +217,31 @@ def _groups_of(check: dict) -> list[str]:
 def evaluate_claim(claim: dict, groups: dict[tuple, list[RunEntry]], gate: dict | None = None,
                    which: str = "checks") -> list[Cell]:
     """Every cell of the claim's ``checks`` (or its ``context``), each (dataset, model) one Holm family."""
-    checks = claim.get(which, [])
-    transfers = [c for c in checks if "transfer" in c]
+    checks = list(enumerate(claim.get(which, [])))
+    transfers = [(i, c) for i, c in checks if "transfer" in c]
     cells = evaluate_transfers(transfers, groups) if transfers else []
-    pairwise = [c for c in checks if "transfer" not in c]
+    pairwise = [(i, c) for i, c in checks if "transfer" not in c]
     for dataset, model in cells_of(groups):
         untestable = _taught_by(claim, teacher_gate(claim, gate, groups, dataset, model))
         family: list[_SubClaim] = []
-        for check in pairwise:
+        for source, check in pairwise:
             blocked = next((untestable[g] for g in _groups_of(check) if g in untestable), None)
-            contrasts = _contrasts(check, groups, dataset, model)
+            contrasts = _contrasts(check, source, groups, dataset, model)
             if blocked and contrasts:
                 cells.append(Cell(dataset, model, check_label(check), "untestable", "untestable", blocked,
-                                  str(check.get("published", ""))))
+                                  str(check.get("published", "")), source=source))
             else:
                 family += contrasts
         cells += _family_cells(dataset, model, family)
     return cells
 
 
-def evaluate_transfers(checks: list[dict], groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
+def evaluate_transfers(checks: list[tuple[int, dict]], groups: dict[tuple, list[RunEntry]]) -> list[Cell]:
+    """The transfer checks (each with its position in the claim), one Holm family per dataset."""
     cells = []
     for dataset in dict.fromkeys(key[0] for key in groups):
-        family: list[tuple[str, _SubClaim | None, str, dict]] = []
-        for check in checks:
+        family: list[tuple[str, _SubClaim | None, str, dict, int]] = []
+        for position, check in checks:
             settings: dict[str, dict[str, list[RunEntry]]] = {}
             for (d, model, group), members in groups.items():
                 if d == dataset and group.startswith(f"{check['transfer']}-"):
@@ -256,20 +259,19 @@ def evaluate_transfers(checks: list[dict], groups: dict[tuple, list[RunEntry]]) 
                                                  "acc", "acc"))
                     sign, kind = (1, "reach") if check["expect"] == "transfers" else (-1, "effect")
                     sub = (_SubClaim(label, [sign * r for r in regret], float(check["delta"]), kind,
-                                     str(check.get("published", ""))) if len(regret) >= 2 else None)
-                    family.append((target, sub, note, check))
-        decided = _family_cells(dataset, "", [sub for _, sub, _, _ in family if sub is not None])
-        decided_iter = iter(decided)
-        for target, sub, note, check in family:
+                                     str(check.get("published", "")), position) if len(regret) >= 2 else None)
+                    family.append((target, sub, note, check, position))
+        decided_iter = iter(_family_cells(dataset, "", [entry[1] for entry in family if entry[1] is not None]))
+        for target, sub, note, check, position in family:
             if sub is None:  # the same best setting on both models
                 same = check["expect"] == "transfers"
                 cells.append(Cell(dataset, target, f"{check['transfer']}: the best setting used on {target} "
                                   f"({check['expect']})", "same setting", "holds" if same else "fails", note,
-                                  str(check.get("published", ""))))
+                                  str(check.get("published", "")), source=position))
                 continue
             cell = next(decided_iter)
             cells.append(Cell(dataset, target, cell.check, cell.mark, cell.reading, f"{note}; {cell.detail}",
-                              cell.published, cell.numbers))
+                              cell.published, cell.numbers, position))
     return cells
 
 
