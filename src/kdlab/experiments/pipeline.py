@@ -236,12 +236,13 @@ def adopt_runs(out: Path, runs: list[PlannedRun], sources: list[Path]) -> list[s
         return []
     out.mkdir(parents=True, exist_ok=True)
     adopted = []
+    by_key = {source: _names_by_key(source) for source in sources}  # read each source's keys once
     for run in runs:
         if run.teachers or (out / run.name).exists():
             continue
         _, key = _recipe_and_key(out, run)
         for source in sources:
-            name = next((name for name in _names_by_key(source).get(key, [])
+            name = next((name for name in by_key[source].get(key, [])
                          if _stage_status(RunDir(source / name), source / f"{name}.{STAGE_KEY_SUFFIX}", key)
                          == "reused"), None)
             if name is None:
