@@ -39,7 +39,7 @@ EXPECTED_NAMES = (
                                    (40, 4))]
     + ["vgg8", "vgg11", "vgg13", "vgg16", "vgg19"]
     + ["mobilenetv2", "mobilenetv2_half", "shufflenetv1", "shufflenetv2", "cnn_small8", "cnn_small28"]
-    + ["audio_cnn", "audio_cnn_small", "audio_cnn_tiny"]
+    + ["audio_cnn", "audio_cnn_small", "audio_cnn_tiny", "airnet"]
 )
 
 # One small member per family, for the costlier checks.

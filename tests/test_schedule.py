@@ -30,3 +30,14 @@ def test_cosine_goes_from_base_to_floor():
     assert learning_rate(0, 7, 10, 0.1, schedule) == pytest.approx(0.1)
     assert learning_rate(total // 2, 7, 10, 0.1, schedule) == pytest.approx(0.01 + 0.09 * 0.5 * (1 + math.cos(math.pi * 35 / 70)))
     assert learning_rate(total, 7, 10, 0.1, schedule) == pytest.approx(0.01)
+
+
+def test_linear_falls_from_base_to_the_end_value_after_the_warm_up():
+    schedule = ScheduleConfig(name="linear", warmup_epochs=1, min_lr=0.1)
+    steps = 4  # per epoch; 5 epochs: 4 warm-up steps, then 16 steps falling from 1.0 to 0.1
+    lrs = [learning_rate(s, steps, 5, 1.0, schedule) for s in range(21)]
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lrs[4] == pytest.approx(1.0)
+    assert lrs[12] == pytest.approx(1.0 - 0.9 * 8 / 16)
+    assert lrs[20] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))

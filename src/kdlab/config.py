@@ -193,6 +193,8 @@ class OptimConfig(Strict):
     nesterov: bool = False
     weight_decay: float = Field(5e-4, ge=0)
     no_decay_bn_bias: bool = Field(False, description="no weight decay on BN parameters and biases (ndim <= 1)")
+    bias_lr_scale: float = Field(1.0, gt=0, description="lr multiplier for BN parameters and biases (ndim <= 1); their "
+                                 "weight decay is divided by it, so the decay per step stays lr x weight_decay")
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self):
@@ -202,11 +204,11 @@ class OptimConfig(Strict):
 
 
 class ScheduleConfig(Strict):
-    name: Literal["constant", "multistep", "cosine"] = "multistep"
+    name: Literal["constant", "multistep", "cosine", "linear"] = "multistep"
     milestones: list[int] = Field(default_factory=list, description="0-based epochs where lr is multiplied by gamma")
     gamma: float = Field(0.1, gt=0)
     warmup_epochs: float = Field(0, ge=0, description="linear warm-up from lr/steps to lr over this many epochs")
-    min_lr: float = Field(0, ge=0, description="cosine floor")
+    min_lr: float = Field(0, ge=0, description="cosine and linear: the lr at the end of the run")
 
     @field_validator("milestones")
     @classmethod

@@ -14,6 +14,7 @@ under the same contract (:mod:`kdlab.models.libraries`; each an optional extra).
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Callable
 
@@ -84,9 +85,7 @@ def create(name: str, num_classes: int, in_channels: int = 3, *, pretrained: str
     if libraries.is_library_name(name):
         return libraries.create(name, num_classes, in_channels, pretrained=pretrained, options=options,
                                 download=download)
-    if options:
-        raise KdlabError(f"model {name}: model.options are for timm:, torchvision: and hf: models")
-    model = _create_zoo(name, num_classes, in_channels)
+    model = _create_zoo(name, num_classes, in_channels, options or {})
     if pretrained is not None:
         from kdlab.models.libraries import load_pretrained
         from kdlab.models.libraries.adapter import read_state_dict
@@ -95,16 +94,32 @@ def create(name: str, num_classes: int, in_channels: int = 3, *, pretrained: str
     return model
 
 
-def _create_zoo(name: str, num_classes: int, in_channels: int) -> nn.Module:
+def _create_zoo(name: str, num_classes: int, in_channels: int, options: dict) -> nn.Module:
+    """A zoo model; ``options`` are keyword arguments of its builder, for the families that take some (airnet's
+    widths, ...); any other option is refused with the ones the builder knows."""
     _load_zoo()
-    if name not in _REGISTRY:
-        wrn = WRN_NAME.fullmatch(name)
-        if wrn:
-            from kdlab.models.wide_resnet import wide_resnet
+    builder = _REGISTRY.get(name)
+    if options:
+        known = [p for p in inspect.signature(builder).parameters if p not in ("num_classes", "in_channels")] \
+            if builder is not None else []
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            takes = f"it takes {', '.join(known)}" if known else "it takes none"
+            raise KdlabError(f"model {name}: unknown model.options {', '.join(unknown)} ({takes}; options of "
+                             f"timm:, torchvision: and hf: models go to their library)")
+    if builder is not None:
+        try:
+            return builder(num_classes=num_classes, in_channels=in_channels, **options)
+        except (TypeError, ValueError) as error:
+            if not options:
+                raise
+            raise KdlabError(f"model {name}: model.options: {error}") from None
+    wrn = WRN_NAME.fullmatch(name)
+    if wrn:
+        from kdlab.models.wide_resnet import wide_resnet
 
-            return wide_resnet(int(wrn[1]), int(wrn[2]), num_classes=num_classes, in_channels=in_channels)
-        raise KdlabError(_unknown(name))
-    return _REGISTRY[name](num_classes=num_classes, in_channels=in_channels)
+        return wide_resnet(int(wrn[1]), int(wrn[2]), num_classes=num_classes, in_channels=in_channels)
+    raise KdlabError(_unknown(name))
 
 
 def _load_zoo() -> None:

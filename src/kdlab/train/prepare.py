@@ -80,6 +80,8 @@ def prepare(recipe: Recipe) -> Prepared:
     model = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=input_shape[0],
                           **recipe.model.build_args())
     _check_model_fits(model, recipe.model.name, dataset, probe_inputs(eval_loaders["test"]))
+    if callable(getattr(model, "fit_to_data", None)):  # a data-dependent init (airnet's whitening filters)
+        model.fit_to_data(_first_inputs(loader(dataset.train, False), FIT_SAMPLES))
     teachers = TeacherFactory(recipe, runtime, dataset, train_loader, distributed)
     context = methods.MethodContext(dataset, data.mean, data.std, recipe.model.name, input_shape=input_shape,
                                     features=features_record(data, dataset), load_teacher=teachers,
@@ -106,6 +108,20 @@ def prepare(recipe: Recipe) -> Prepared:
     return Prepared(recipe, runtime, dataset, method, train_loader, eval_loaders, distributed, trainer, teachers)
 
 
+FIT_SAMPLES = 5000  # training inputs a model's data-dependent init sees
+
+
+def _first_inputs(loader: DeviceLoader, count: int) -> torch.Tensor:
+    """The first ``count`` inputs of ``loader`` (split order, no augmentation), as the model receives them."""
+    chunks, seen = [], 0
+    for inputs, _ in loader.batches(0):
+        chunks.append(inputs)
+        seen += len(inputs)
+        if seen >= count:
+            break
+    return torch.cat(chunks)[:count]
+
+
 def _check_model_fits(model: torch.nn.Module, name: str, dataset: Dataset, inputs: torch.Tensor) -> None:
     """One forward on two inputs, so a model that cannot take this data fails before any run starts."""
     model.eval()
@@ -126,12 +142,18 @@ def _check_model_fits(model: torch.nn.Module, name: str, dataset: Dataset, input
 
 
 def make_optimizer(method: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """SGD over the trainable parameters. With ``no_decay_bn_bias`` or a ``bias_lr_scale`` other than 1, the BN
+    parameters and biases (ndim <= 1) form a group of their own: no weight decay, or lr x bias_lr_scale with the
+    weight decay divided by it (the per-step decay lr x wd is unchanged; Keller Jordan's airbench scales BN biases'
+    lr by 64 this way). A group's ``lr_scale`` multiplies the scheduled lr at every step (:mod:`kdlab.train.step`)."""
     config = recipe.optim
     trainable = [p for p in method.parameters() if p.requires_grad]
-    if config.no_decay_bn_bias:
+    scale = config.bias_lr_scale
+    if config.no_decay_bn_bias or scale != 1:
+        small_decay = 0.0 if config.no_decay_bn_bias else config.weight_decay / scale
         groups = [
-            {"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
-            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+            {"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay, "lr_scale": 1.0},
+            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": small_decay, "lr_scale": scale},
         ]
     else:
         groups = [{"params": trainable, "weight_decay": config.weight_decay}]

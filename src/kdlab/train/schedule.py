@@ -13,6 +13,8 @@ def learning_rate(step: int, steps_per_epoch: int, epochs: int, base_lr: float, 
     * warm-up: linear from base_lr / W to base_lr over the first W = warmup_epochs * steps_per_epoch steps;
     * ``multistep``: base_lr * gamma ** #{milestones m : epoch >= m}, epoch = step // steps_per_epoch (0-based);
     * ``cosine``: min_lr + (base_lr - min_lr) * (1 + cos(pi * t)) / 2, t going from 0 to 1 per step after warm-up;
+    * ``linear``: base_lr + (min_lr - base_lr) * t, the same t (the one-cycle / triangular schedule of Smith &
+      Topin 2017 when combined with a warm-up; airbench's CIFAR-10 speedruns use it);
     * ``constant``: base_lr.
     """
     warmup_steps = round(schedule.warmup_epochs * steps_per_epoch)
@@ -25,4 +27,8 @@ def learning_rate(step: int, steps_per_epoch: int, epochs: int, base_lr: float, 
         total = max(epochs * steps_per_epoch - warmup_steps, 1)
         t = min((step - warmup_steps) / total, 1.0)
         return schedule.min_lr + (base_lr - schedule.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule.name == "linear":
+        total = max(epochs * steps_per_epoch - warmup_steps, 1)
+        t = min((step - warmup_steps) / total, 1.0)
+        return base_lr + (schedule.min_lr - base_lr) * t
     return base_lr

@@ -68,7 +68,7 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
         inputs, labels = batch[0], batch[1]
         lr = learning_rate(epoch * steps_per_epoch + step, steps_per_epoch, recipe.train.epochs, recipe.optim.lr, recipe.schedule)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         with runtime.autocast():
             logits, terms = trainer(inputs, labels, epoch, batch[2] if with_keys else None)
         loss = sum(terms.values())
