@@ -9,11 +9,13 @@ from pathlib import Path
 from kdlab.errors import KdlabError
 from kdlab.bench.configurations import CONFIGURATIONS, DEFAULT_DATA, FULL, QUICK, Settings
 from kdlab.bench.harness import run_bench
+from kdlab.bench.machine_state import machine_kind
 
 
 def format_table(record: dict) -> str:
-    """configuration | reference img/s | kdlab img/s | kdlab / reference, one line per kdlab mode."""
-    rows = [("configuration", "reference img/s", "kdlab img/s", "kdlab/reference")]
+    """configuration | reference img/s | kdlab img/s | kdlab / reference (median of the rounds' ratios) | their
+    range, one line per kdlab mode; then the machine's kind and state."""
+    rows = [("configuration", "reference img/s", "kdlab img/s", "kdlab/reference", "round range")]
     for result in record["configurations"]:
         ref = result["runs"]["reference"]["median_images_per_second"]
         for key, run in result["runs"].items():
@@ -22,9 +24,10 @@ def format_table(record: dict) -> str:
             mode = {"kdlab": "", "kdlab_cached": ", warm teacher cache"}[key]
             if key == "kdlab" and result["teacher"]:
                 mode = ", teacher on the fly"
+            low, high = run.get("ratio_range", (run["ratio_to_reference"],) * 2)
             rows.append((result["label"] + mode, f"{ref:.1f}", f"{run['median_images_per_second']:.1f}",
-                         f"{run['ratio_to_reference']:.2f}x"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+                         f"{run['ratio_to_reference']:.2f}x", f"{low:.2f}-{high:.2f}x"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"{row[0]:<{widths[0]}}  " + "  ".join(f"{cell:>{w}}" for cell, w in zip(row[1:], widths[1:]))
              for row in rows]
     lines.insert(1, "-" * len(lines[0]))
@@ -33,6 +36,10 @@ def format_table(record: dict) -> str:
         median = check["median_seconds"]
         lines.append(f"one epoch, KD {check['configuration']} with a warm teacher cache vs student only: "
                      f"{median['kd_warm_cache']:.1f} s vs {median['student']:.1f} s = {check['kd_over_student']:.3f}x")
+    state = record.get("machine_state")
+    if state is not None:
+        kind = f"{record.get('machine_kind')} ({', '.join(record.get('cpu_features') or []) or 'no listed features'})"
+        lines.append(f"machine: {kind}; " + ("BUSY: " + "; ".join(state["reasons"]) if state["busy"] else "quiet"))
     return "\n".join(lines)
 
 
@@ -59,7 +66,8 @@ def bench_from_options(*, quick: bool, steps: int | None, rounds: int | None, wa
         raise KdlabError(f"kdlab bench: no CIFAR-10 JPEG image folder at {path} (expected {path}/train/<class>/*.jpg "
                          f"and {path}/test/<class>/*.jpg); give it with --data PATH")
     mode = "quick" if quick else "full"
-    out_path = Path(out) if out is not None else Path("benchmarks") / "results" / f"bench_{mode}.json"
+    out_path = Path(out) if out is not None else \
+        Path("benchmarks") / "results" / f"bench_{mode}_{machine_kind()}.json"
     command = ["kdlab", "bench"] + (["--quick"] if quick else []) + [
         "--steps", str(settings.steps), "--rounds", str(settings.rounds), "--warmup", str(settings.warmup),
         "--workers", str(settings.workers), "--threads", str(settings.threads), "--pairs", ",".join(names),

@@ -36,8 +36,9 @@ from kdlab import models
 from kdlab.data import Dataset
 from kdlab.io import atomic_write_json
 from kdlab.store.checkpoint import load_tensors
-from kdlab.version import git_sha, machine_description
+from kdlab.version import cpu_features, git_sha, machine_description
 from kdlab.bench import reference_loop
+from kdlab.bench.machine_state import LoadProbe, assess, machine_kind, ratio_spread
 from kdlab.bench.configurations import EPOCH_CHECK, TEACHER_NOTE, Configuration, Settings, make_recipe, untrained_teacher_run
 
 
@@ -114,6 +115,7 @@ def run_bench(configurations: list[Configuration], settings: Settings, *, data: 
     from kdlab.train.engine import prepare
 
     reference = reference_loop
+    probe = LoadProbe().start()
     torch.set_num_threads(settings.threads)
     started = time.perf_counter()
 
@@ -142,11 +144,21 @@ def run_bench(configurations: list[Configuration], settings: Settings, *, data: 
             log(f"whole epochs, {epoch_configuration.label}, warm teacher cache vs student only:")
             epoch_check = _epoch_check(epoch_configuration, settings, data, dataset, Path(scratch), log)
 
+    load = probe.stop()
+    spreads = {f"{result['name']} {key}": run["ratio_spread"] for result in results
+               for key, run in result["runs"].items() if key != "reference"}
+    state = {**assess(load, spreads), **load}
+    log("machine: " + ("BUSY, the ratios are not comparable: " + "; ".join(state["reasons"]) if state["busy"]
+                       else f"quiet (other processes {_percent(load.get('other_cpu_share'))} of the CPU time)"))
     record = {
         "name": name,
         "command": command if isinstance(command, str) else " ".join(command),
         "argv": list(sys.argv),
         "machine": machine_description(torch.device("cpu")),
+        "machine_kind": machine_kind(),
+        "cpu_features": cpu_features(),
+        "torch_cpu_capability": _cpu_capability(),
+        "machine_state": state,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "kdlab_version": kdlab.__version__,
@@ -161,9 +173,11 @@ def run_bench(configurations: list[Configuration], settings: Settings, *, data: 
                               "transform_ms_per_batch_one_process": transform_ms},
         "settings": asdict(settings),
         "teacher_weights": TEACHER_NOTE,
-        "method": "images/s = images trained / wall seconds of a block of steps (data loading included); median "
-                  "over rounds; ratio = kdlab median / reference median. Reference and kdlab blocks alternate in one "
-                  "process after one untimed warm-up block each.",
+        "method": "images/s = images trained / wall seconds of a block of steps (data loading included). Reference "
+                  "and kdlab blocks alternate in one process after one untimed warm-up block each; a round is one "
+                  "block of each. ratio = median over rounds of (kdlab images/s / reference images/s of the same "
+                  "round), with every round's ratio and their spread; ratio_of_medians is kdlab's median images/s "
+                  "over the reference's.",
         "configurations": results,
         "epoch_check": epoch_check,
         "wall_seconds": round(time.perf_counter() - started, 1),
@@ -173,6 +187,18 @@ def run_bench(configurations: list[Configuration], settings: Settings, *, data: 
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out, record)
     return record
+
+
+def _percent(share: float | None) -> str:
+    return "unknown" if share is None else f"{share:.0%}"
+
+
+def _cpu_capability() -> str | None:
+    """torch's dispatch level for vectorised CPU kernels (e.g. AVX512), where this torch reports it."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except AttributeError:
+        return None
 
 
 def _reference_transform_cost(reference, dataset: Dataset, data: dict, settings: Settings) -> float:
@@ -233,7 +259,13 @@ def _run_configuration(configuration: Configuration, settings: Settings, data: d
     ref = runs["reference"]["median_images_per_second"]
     for key, run in runs.items():
         if key != "reference":
-            run["ratio_to_reference"] = run["median_images_per_second"] / ref
+            ratios = [mine["images_per_second"] / theirs["images_per_second"]
+                      for mine, theirs in zip(run["blocks"], runs["reference"]["blocks"])]
+            run["round_ratios"] = [round(r, 4) for r in ratios]
+            run["ratio_to_reference"] = statistics.median(ratios)
+            run["ratio_range"] = [round(min(ratios), 4), round(max(ratios), 4)]
+            run["ratio_spread"] = round(ratio_spread(ratios), 4)
+            run["ratio_of_medians"] = run["median_images_per_second"] / ref
     result = {"name": configuration.name, "label": configuration.label, "student": configuration.student,
               "teacher": configuration.teacher, "runs": runs,
               "kdlab_teacher": prepared.teachers.primary.state if prepared.teachers.primary else None,
@@ -246,8 +278,9 @@ def _run_configuration(configuration: Configuration, settings: Settings, data: d
                                    "coverage": cache.coverage}
     for key, run in runs.items():
         if key != "reference":
+            low, high = run["ratio_range"]
             log(f"  -> {run['label']}: {run['median_images_per_second']:.1f} img/s vs reference {ref:.1f} img/s: "
-                f"{run['ratio_to_reference']:.2f}x")
+                f"{run['ratio_to_reference']:.2f}x (median of rounds; range {low:.2f}-{high:.2f}x)")
     return result
 
 
