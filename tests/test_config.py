@@ -85,3 +85,16 @@ def test_teacher_cache_off_survives_yaml_booleans(tmp_path):
     assert load_recipe(path).runtime.teacher_cache == "off"
     with pytest.raises(KdlabError, match="teacher_cache"):
         load_recipe(raw=apply_overrides(raw, ["runtime.teacher_cache=on"]))
+
+
+def test_fields_added_later_stay_out_of_the_recipe_dict_at_their_neutral_value():
+    """Stage keys hash Recipe.to_dict(): a schema field added after runs were recorded must not change them."""
+    from kdlab.config import LATER_FIELDS, load_recipe
+
+    raw = {"data": {"source": "digits"}, "model": {"name": "cnn_small8"}, "train": {"epochs": 1}}
+    plain = load_recipe(raw=raw).to_dict()
+    for section, name in LATER_FIELDS:
+        assert name not in plain[section]
+    scaled = load_recipe(raw={**raw, "optim": {"bias_lr_scale": 64}}).to_dict()
+    assert scaled["optim"]["bias_lr_scale"] == 64
+    assert load_recipe(raw=plain).to_dict() == plain

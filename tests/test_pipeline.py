@@ -59,9 +59,17 @@ def test_a_changed_stage_retrains_it_and_what_depends_on_it(tmp_path):
     pipeline = {"base": BASE, "stages": {"teacher": {"model": {"name": "resnet8"}},
                                           "student": {"method": {"name": "kd", "teacher": "@teacher"}}}}
     run_pipeline(write(tmp_path, pipeline), out, quiet=True)
+    old_teacher = json.loads((out / "teacher" / "summary.json").read_text())
     pipeline["stages"]["teacher"]["optim"] = {"lr": 0.04}
     statuses = [s["status"] for s in run_pipeline(write(tmp_path, pipeline), out, quiet=True)["stages"]]
     assert statuses == ["trained", "trained"]
+    # the completed runs that were trained again are kept aside, whole, with their key files
+    kept = sorted(p.name for p in (out / ".superseded").iterdir())
+    assert [k.split("-")[0] for k in kept if not k.endswith(".json")] == ["student", "teacher"]
+    assert len([k for k in kept if k.endswith(".stage-key.json")]) == 2
+    teacher_kept = next(p for p in (out / ".superseded").iterdir() if p.name.startswith("teacher") and p.is_dir())
+    assert json.loads((teacher_kept / "summary.json").read_text()) == old_teacher
+    assert (teacher_kept / "checkpoint" / "model.safetensors").exists()
     pipeline["stages"]["student"]["method"]["tau"] = 2.0
     statuses = [s["status"] for s in run_pipeline(write(tmp_path, pipeline), out, quiet=True)["stages"]]
     assert statuses == ["reused", "trained"]

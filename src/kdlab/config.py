@@ -293,12 +293,19 @@ class Recipe(Strict):
         return self
 
     def to_dict(self) -> dict:
-        """The recipe as plain data; an absent optional top-level section (``robustness``) is left out, so recipes
-        written before the section existed keep their stage keys."""
+        """The recipe as plain data. What was added to the schema after runs existed is left out while it has its
+        neutral value (an absent ``robustness``; :data:`LATER_FIELDS`: (section, field) -> that value), so the stage keys of those runs, hashes of
+        this dict, stay what they were and studies keep reusing them."""
         record = self.model_dump(mode="json")
         if record.get("robustness") is None:
             record.pop("robustness", None)
+        for (section, name), neutral in LATER_FIELDS.items():
+            if record[section].get(name) == neutral:
+                del record[section][name]
         return record
+
+
+LATER_FIELDS = {("optim", "bias_lr_scale"): 1.0}
 
 
 def _format_error(where: str, error: dict) -> str:

@@ -204,6 +204,7 @@ def run_stage(out: Path, run: PlannedRun, quiet: bool = False) -> dict:
     elif status == "resumed":
         summary = resume(folder.path, quiet=quiet)
     else:
+        _set_aside_if_completed(folder, key_file)
         atomic_write_json(key_file, {"key": key, "stage": run.stage})
         summary = train(recipe, folder.path, force=folder.path.exists(), quiet=quiet)
     return {"run": run.name, "stage": run.stage, "group": run.group, "seed": run.seed, "status": status,
@@ -296,6 +297,30 @@ def _names_by_key(folder: Path) -> dict[str, list[str]]:
             continue
         names.setdefault(key, []).append(key_file.name[: -len(STAGE_KEY_SUFFIX) - 1])
     return names
+
+
+SUPERSEDED = ".superseded"  # OUT/.superseded/<run>-<its key>: completed runs whose stage changed
+
+
+def _set_aside_if_completed(folder: RunDir, key_file: Path) -> None:
+    """A completed run about to be trained again (its recipe, its teacher's weights or kdlab's schema changed the
+    stage key) is moved, with its key file, to ``OUT/.superseded/<run>-<old key>`` instead of being overwritten:
+    hours of training are never deleted by a re-run. Unfinished runs are simply started again."""
+    summary = folder.read_summary() if folder.path.exists() else None
+    if summary is None or summary.get("status") != "completed":
+        return
+    try:
+        stored = str(json.loads(key_file.read_text())["key"])[:12]
+    except (OSError, ValueError, KeyError, TypeError):
+        stored = "unkeyed"
+    place = folder.path.parent / SUPERSEDED / f"{folder.path.name}-{stored}"
+    if place.exists():
+        shutil.rmtree(place)
+    place.parent.mkdir(parents=True, exist_ok=True)
+    folder.path.replace(place)
+    if key_file.exists():
+        key_file.replace(place.parent / f"{place.name}.{STAGE_KEY_SUFFIX}")
+    print(f"{folder.path.name}: its stage changed since it completed; the old run is kept in {place}", flush=True)
 
 
 def _stage_status(run: RunDir, key_file: Path, key: str) -> str:
