@@ -12,7 +12,8 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
 
-@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted([*RECIPES.glob("*.yaml"), *(RECIPES / "speedrun").glob("*.yaml")]),
+                         ids=lambda p: p.name)
 def test_recipe_is_valid(path):
     recipe = load_recipe(path)
     assert recipe.train.epochs >= 1
