@@ -13,7 +13,9 @@ same data with the same recipe (batch 64, SGD lr 0.05 momentum 0.9 wd 5e-4, crop
   hits).
 
 Each contender first runs one untimed warm-up block; then, for ``rounds`` rounds, a timed block of ``steps`` steps of
-the reference, then one of each kdlab mode. Reported: median images/s over rounds and kdlab / reference. Teachers
+the reference, then one of each kdlab mode. Reported: median images/s over rounds, each round's kdlab / reference
+ratio with their median (the headline), range and spread, and the machine's kind and state
+(:mod:`kdlab.bench.machine_state`: a busy machine flatters kdlab and is said so). Teachers
 are completed kdlab run directories with random (untrained) weights in a temporary folder: speed does not depend
 on the weights.
 """
