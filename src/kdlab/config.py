@@ -140,8 +140,8 @@ class ModelConfig(Strict):
                                    "(hf: the save_pretrained folder); a head of another class count is replaced")
     num_classes: int | None = Field(None, ge=1, description="the model's classes; None: the data's (it must match "
                                     "them: kept as a check)")
-    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the library's builder "
-                                    "(timm.create_model, torchvision get_model, transformers config fields)")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the builder "
+                                    "(zoo: airnet's widths, tta...; timm.create_model, torchvision, transformers)")
     download: bool = Field(False, description="allow fetching the library's pretrained weights from its hub "
                            "(offline by default)")
 
