@@ -6,7 +6,11 @@ Contract every registered model follows (the engine, the analysis code and later
 * ``forward(x, return_features=True)`` returns ``(logits, features)`` from the same pass, where ``features`` are the
   penultimate activations (N x D) that enter the final linear layer;
 * ``model.classifier`` is that final ``nn.Linear`` (its rows are Mueller et al.'s class templates);
-* ``model.feature_dim`` is D.
+* ``model.feature_dim`` is D;
+* optionally ``model.fit_to_data(inputs)``: a data-dependent init (airnet's whitening filters), which the engine
+  calls once before training with the first 5,000 training inputs, normalised and not augmented.
+
+A builder's keyword arguments beyond ``num_classes`` and ``in_channels`` are the recipe's ``model.options``.
 
 Besides the zoo's names, ``timm:<name>``, ``torchvision:<name>`` and ``hf:<folder>`` build models of those libraries
 under the same contract (:mod:`kdlab.models.libraries`; each an optional extra).
