@@ -63,7 +63,7 @@ def kdlab_contender(name: str, recipe: Path, overrides: list[str], out: Path, en
                 k: summary[k] for k in ("precision", "channels_last", "compile", "threads")}, "curve": curve}
 
 
-def reference_contender(epochs: int, minutes: float, batch_size: int, workers: int) -> dict:
+def reference_contender(epochs: int, minutes: float, batch_size: int, workers: int, train_size: int = 0) -> dict:
     """resnet20 trained the standard way (bench's ReferenceLoop: DataLoader workers, PIL crop 4 + flip, fp32), SGD
     lr 0.1 nesterov-free momentum 0.9 wd 5e-4, cosine over ``epochs`` epochs, stopped after ``minutes``."""
     import numpy as np
@@ -75,15 +75,16 @@ def reference_contender(epochs: int, minutes: float, batch_size: int, workers: i
     start = time.perf_counter()
     dataset = load_dataset("folder", str(DATA), val_size=0)
     images, labels = dataset.train.images, dataset.train.labels
+    if train_size:
+        images, labels = images[:train_size], labels[:train_size]
     images = images.numpy() if hasattr(images, "numpy") else np.asarray(images)
     labels = labels.numpy() if hasattr(labels, "numpy") else np.asarray(labels)
     torch.manual_seed(0)
     student = models.create("resnet20", 10)
     loop = ReferenceLoop(images, labels, student, batch_size=batch_size, workers=workers, lr=0.1)
-    test_x = torch.as_tensor(np.asarray(dataset.test.images)).permute(0, 3, 1, 2).float() / 255
-    ds_mean = torch.tensor(images.reshape(-1, 3).mean(0) / 255.0).view(1, 3, 1, 1).float()
-    ds_std = torch.tensor((images.reshape(-1, 3) / 255.0).std(0)).view(1, 3, 1, 1).float()
-    test_x = (test_x - ds_mean) / ds_std
+    # the test images normalised with the statistics the loop's transform uses (the training split's)
+    mean, std = loop.dataset.mean.view(1, -1, 1, 1), loop.dataset.std.view(1, -1, 1, 1)
+    test_x = (torch.as_tensor(np.asarray(dataset.test.images)).permute(0, 3, 1, 2).float() / 255 - mean) / std
     test_y = torch.as_tensor(np.asarray(dataset.test.labels))
     steps_per_epoch = math.ceil(len(labels) / batch_size)
     curve, eval_seconds = [], 0.0
@@ -109,7 +110,7 @@ def reference_contender(epochs: int, minutes: float, batch_size: int, workers: i
     return {"name": "reference", "command": "benchmarks/speedrun.py (kdlab.bench.reference_loop.ReferenceLoop)",
             "wall_seconds": round(time.perf_counter() - start, 1), "evaluation_seconds_left_out": round(eval_seconds, 1),
             "test_acc": curve[-1]["test_acc"], "epochs_planned": epochs, "epochs": len(curve),
-            "batch_size": batch_size, "workers": workers, "curve": curve,
+            "batch_size": batch_size, "workers": workers, "train_images": len(labels), "curve": curve,
             "recipe": "resnet20, CE, SGD lr 0.1 momentum 0.9 wd 5e-4, cosine per epoch, crop 4 + flip, fp32"}
 
 
@@ -123,6 +124,8 @@ def main() -> None:
     parser.add_argument("--limit-minutes", type=float, default=20.0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speedrun_cifar10_cpu.json"))
     parser.add_argument("--runs", default=str(ROOT / "runs" / "speedrun"))
+    parser.add_argument("--reference-train-size", type=int, default=0,
+                        help="train the reference on the first N images only (a smoke test of the script)")
     args = parser.parse_args()
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     probe = LoadProbe().start()
@@ -141,7 +144,8 @@ def main() -> None:
             results.append(kdlab_contender(name, RESNET20, [f"train.epochs={args.resnet20_epochs}",
                                                             "data.val_size=0"], out, env))
         elif name == "reference":
-            results.append(reference_contender(args.reference_epochs, args.reference_minutes, 128, os.cpu_count() or 1))
+            results.append(reference_contender(args.reference_epochs, args.reference_minutes, 128, os.cpu_count() or 1,
+                                               args.reference_train_size))
         else:
             raise SystemExit(f"unknown contender {name}: choose among airnet, resnet20, reference")
         print(f"  {name}: test_acc {results[-1]['test_acc']:.4f} in {results[-1]['wall_seconds']:.0f} s", flush=True)
