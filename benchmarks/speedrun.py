@@ -47,8 +47,8 @@ def kdlab_contender(name: str, recipe: Path, overrides: list[str], out: Path, en
         raise SystemExit(f"{name}: kdlab train failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
     summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    # the run's own clock: the epochs' seconds; what came before the first epoch (data, model, whitening) is the
-    # rest of the wall time before them minus what came after the last (final evaluation, writing)
+    # curve times: the command's time outside the run's own clock (interpreter start-up, imports), then the
+    # epochs' seconds as the run counted them
     elapsed, curve = 0.0, []
     setup = wall - summary["wall_seconds"]
     for row in rows:

@@ -293,19 +293,17 @@ class Recipe(Strict):
         return self
 
     def to_dict(self) -> dict:
-        """The recipe as plain data. What was added to the schema after runs existed is left out while it has its
-        neutral value (an absent ``robustness``; :data:`LATER_FIELDS`: (section, field) -> that value), so the stage keys of those runs, hashes of
-        this dict, stay what they were and studies keep reusing them."""
+        """The recipe as plain data, without the :data:`LATER_FIELDS` that hold their neutral value: stage keys
+        hash this dict, so runs recorded before a field existed keep their keys and studies keep reusing them."""
         record = self.model_dump(mode="json")
-        if record.get("robustness") is None:
-            record.pop("robustness", None)
-        for (section, name), neutral in LATER_FIELDS.items():
-            if record[section].get(name) == neutral:
-                del record[section][name]
+        for path, neutral in LATER_FIELDS.items():  # a top-level section, or (section, field)
+            parent = record if len(path) == 1 else record[path[0]]
+            if path[-1] in parent and parent[path[-1]] == neutral:
+                del parent[path[-1]]
         return record
 
 
-LATER_FIELDS = {("optim", "bias_lr_scale"): 1.0}
+LATER_FIELDS = {("robustness",): None, ("optim", "bias_lr_scale"): 1.0}
 
 
 def _format_error(where: str, error: dict) -> str:

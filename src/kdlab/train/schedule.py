@@ -23,12 +23,8 @@ def learning_rate(step: int, steps_per_epoch: int, epochs: int, base_lr: float, 
     if schedule.name == "multistep":
         epoch = step // steps_per_epoch
         return base_lr * schedule.gamma ** sum(epoch >= m for m in schedule.milestones)
-    if schedule.name == "cosine":
-        total = max(epochs * steps_per_epoch - warmup_steps, 1)
-        t = min((step - warmup_steps) / total, 1.0)
-        return schedule.min_lr + (base_lr - schedule.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
-    if schedule.name == "linear":
-        total = max(epochs * steps_per_epoch - warmup_steps, 1)
-        t = min((step - warmup_steps) / total, 1.0)
-        return base_lr + (schedule.min_lr - base_lr) * t
+    if schedule.name in ("cosine", "linear"):
+        t = min((step - warmup_steps) / max(epochs * steps_per_epoch - warmup_steps, 1), 1.0)
+        fall = 0.5 * (1.0 - math.cos(math.pi * t)) if schedule.name == "cosine" else t  # 0 -> 1
+        return base_lr + (schedule.min_lr - base_lr) * fall
     return base_lr
