@@ -24,7 +24,7 @@ def format_table(record: dict) -> str:
             mode = {"kdlab": "", "kdlab_cached": ", warm teacher cache"}[key]
             if key == "kdlab" and result["teacher"]:
                 mode = ", teacher on the fly"
-            low, high = run.get("ratio_range", (run["ratio_to_reference"],) * 2)
+            low, high = run["ratio_range"]
             rows.append((result["label"] + mode, f"{ref:.1f}", f"{run['median_images_per_second']:.1f}",
                          f"{run['ratio_to_reference']:.2f}x", f"{low:.2f}-{high:.2f}x"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
