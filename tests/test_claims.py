@@ -344,3 +344,13 @@ def test_the_projects_claims_name_groups_their_studies_have_on_every_profile():
         for check in [*claim["checks"], *claim["context"]]:  # study; each has two settings on some dataset
             if "transfer" in check:
                 assert any(sum(g.startswith(check["transfer"] + "-") for g in union) >= 2 for union in unions)
+
+
+def test_provenance_names_every_machine_with_its_run_count():
+    from kdlab.analysis.runs import provenance
+
+    a = {"machine": "Intel Xeon, 2 cores", "torch_version": "2.14.1", "precision": "bf16"}
+    b = {"machine": "AMD EPYC, 2 cores", "torch_version": "2.13.0", "precision": "bf16"}
+    assert provenance([a, b, b]) == ("AMD EPYC, 2 cores with torch 2.13.0, precision bf16 (2 runs); "
+                                     "Intel Xeon, 2 cores with torch 2.14.1, precision bf16 (1 run)")
+    assert provenance([]) == "?"

@@ -25,7 +25,8 @@ from pathlib import Path
 
 
 from kdlab.analysis import stats
-from kdlab.analysis.runs import RunEntry, collect_runs, resolve_classes, run_metrics, run_projection, stored_reliability
+from kdlab.analysis.runs import (RunEntry, collect_runs, provenance, resolve_classes, run_metrics, run_projection,
+                                 stored_reliability)
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text, read_predictions
 from kdlab.store.rundir import RunDir
@@ -223,8 +224,8 @@ def fmt(summary: dict | None, digits: int = 4, ci: bool = False) -> str:
 def _markdown(record: dict, entries: list[RunEntry], images: dict, paths) -> str:
     first = entries[0].summary
     lines = ["# kdlab report", ""]
-    lines.append(f"Runs: {len(entries)} from {', '.join(str(p) for p in paths)}. Machine: {first.get('machine')}, "
-                 f"torch {first.get('torch_version')}, precision {first.get('precision')}, kdlab {first.get('kdlab_version')} "
+    lines.append(f"Runs: {len(entries)} from {', '.join(str(p) for p in paths)}. Machines: "
+                 f"{provenance([entry.summary for entry in entries])}; kdlab {first.get('kdlab_version')} "
                  f"({(first.get('git_sha') or 'unknown')[:10]}).")
     lines.append("")
     convention = ("final epoch's weights, test split" if record["selection"] == "final"

@@ -192,6 +192,18 @@ def _entry(path: Path, group: str | None, seed: int | None, from_study: bool = F
     return RunEntry(path, summary, group or default_group(summary), seed if from_study else summary.get("seed"))
 
 
+def provenance(summaries: list[dict]) -> str:
+    """Where runs ran: "Intel Xeon, 2 cores, x86_64 with torch 2.14.1+cpu, precision bf16 (30 runs); ..." for
+    each distinct (machine, torch, precision), most runs first, so results from several machines say so."""
+    counts: dict[tuple, int] = {}
+    for summary in summaries:
+        key = (summary.get("machine") or "?", summary.get("torch_version") or "?", summary.get("precision") or "?")
+        counts[key] = counts.get(key, 0) + 1
+    ordered = sorted(counts.items(), key=lambda item: -item[1])
+    return "; ".join(f"{machine} with torch {torch_version}, precision {precision} ({n} run{'s' * (n != 1)})"
+                     for (machine, torch_version, precision), n in ordered) or "?"
+
+
 def default_group(summary: dict) -> str:
     """A name for runs that differ only by seed: method and hyper-parameters (teacher folders left out), noise."""
     params = {k: v for k, v in summary.get("method_params", {}).items() if k not in ("teacher", "teacher_checkpoint")}
