@@ -701,3 +701,32 @@ def test_an_archive_without_the_asked_projection_says_what_to_do(study, tmp_path
         build_report([archived], tmp_path / "r", classes=["3", "4", "5"])
     with pytest.raises(KdlabError, match="cannot be archived again"):
         archive([archived], tmp_path / "twice")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_teacher_precision_is_measured_against_its_fp32_self(runs, tmp_path, precision):
+    """A KD run records how far its teacher, as training ran it (bf16 autocast here), is from the same network in
+    fp32: agreement and KL(fp32 || as run) on the test split, recomputed here from the teacher's weights. In fp32
+    eager there is nothing to compare and no record."""
+    import torch
+
+    from kdlab.analysis.runs import eval_loader, load_run, load_run_data
+
+    teacher_dir = runs["ce"]
+    raw = {**base(runs["cache"]), "method": {"name": "kd", "teacher": str(teacher_dir)},
+           "runtime": {**RUNTIME, "precision": precision, "compile": False}}
+    summary = summary_of(train_run(raw, tmp_path / "kd"))
+    record = summary["evaluation"].get("teacher_precision")
+    if precision == "fp32":
+        assert record is None
+        return
+    teacher = load_run(teacher_dir)
+    loader = eval_loader(teacher, load_run_data(teacher).test)
+    outputs = {}
+    for name, autocast in (("fp32", False), ("bf16", True)):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            outputs[name] = torch.cat([teacher.model(x).float() for x, _ in loader.batches(0)]).numpy()
+    assert record["split"] == "test" and record["precision"] == "bf16" and record["reference"] == "fp32 eager"
+    assert_metrics_close({k: record[k] for k in ("agreement", "fidelity_kl")},
+                         ref_fidelity(outputs["bf16"], outputs["fp32"]))
+    assert record["fidelity_kl"] > 0  # bf16 rounding moves the logits a little

@@ -145,6 +145,12 @@ class Teacher(nn.Module):
         return self._network
 
     @property
+    def reference_graph(self) -> nn.Module:
+        """The network with its class selection and re-normalisation, never compiled: what ``graph`` computes,
+        for measuring how far the compiled (and lower-precision) teacher strays from it."""
+        return self._eager
+
+    @property
     def state(self) -> str:
         """How the network runs: "eager", "compiled", "not called yet" or "eager (compile failed: ...)"."""
         return getattr(self.graph, "state", "eager")

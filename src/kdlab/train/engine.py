@@ -22,7 +22,7 @@ from kdlab.errors import KdlabError
 from kdlab.io import WriteError, atomic_savez, atomic_write_text
 from kdlab.store import checkpoint
 from kdlab.train.predictions import (evaluate_method, evaluation_record, head_metrics, predict, robustness_record,
-                                     split_metrics)
+                                     split_metrics, teacher_precision_record)
 from kdlab.train.prepare import Prepared, make_optimizer, prepare
 from kdlab.store.rundir import RunDir
 from kdlab.train.schedule import learning_rate
@@ -198,6 +198,10 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
         teacher_predictions = {split: predict(teacher, loader, runtime) for split, loader in prepared.eval_loaders.items()} \
             if teacher is not None else None
         evaluation = {"checkpoint": "final", **evaluation_record(last_predictions, teacher_predictions, groups)}
+        if teacher is not None and teacher_predictions:
+            precision_record = teacher_precision_record(teacher, prepared.eval_loaders, runtime, teacher_predictions)
+            if precision_record is not None:
+                evaluation["teacher_precision"] = precision_record
         final = {**summary("completed"), "evaluation": evaluation}
         if recipe.robustness is not None:
             robust = robustness_record(method.model, prepared.eval_loaders, runtime, recipe.robustness,

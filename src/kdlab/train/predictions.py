@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from kdlab import metrics
@@ -106,6 +108,20 @@ def evaluation_record(predictions: dict[str, tuple[torch.Tensor, torch.Tensor]],
         record["fidelity"] = {split: metrics.fidelity_all(predictions[split][0], logits)
                               for split, (logits, _) in teacher_predictions.items() if split in predictions}
     return record
+
+
+def teacher_precision_record(teacher, loaders: dict[str, DeviceLoader], runtime: Runtime,
+                             as_run: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict | None:
+    """How far the teacher as training ran it (``as_run``: its logits per split under the run's precision, through
+    its frozen compiled graph where it has one) is from the same network in fp32, eager: top-1 agreement and
+    KL(fp32 || as run) at tau 1 (:mod:`kdlab.metrics.fidelity`) on the test split (else the last evaluated split).
+    The cost of a cheap teacher is paid in these numbers; None when the teacher already ran in fp32 eager."""
+    if runtime.precision == "fp32" and teacher.state != "compiled":
+        return None
+    split = "test" if "test" in as_run else list(as_run)[-1]
+    reference, _ = predict(teacher.reference_graph, loaders[split], replace(runtime, precision="fp32"))
+    return {"split": split, "precision": runtime.precision, "state": teacher.state, "reference": "fp32 eager",
+            **metrics.fidelity_all(as_run[split][0], reference)}
 
 
 def robustness_record(model: torch.nn.Module, loaders: dict[str, DeviceLoader], runtime: Runtime, config,
