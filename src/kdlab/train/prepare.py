@@ -157,15 +157,6 @@ def make_optimizer(method: torch.nn.Module, recipe: Recipe) -> torch.optim.Optim
         ]
     else:
         groups = [{"params": trainable, "weight_decay": config.weight_decay}]
-    return _sgd(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
-
-
-def _sgd(groups: list[dict], **options) -> torch.optim.SGD:
-    """SGD whose step is one fused kernel over all parameters where this torch and device have one (CPU from torch
-    2.4/2.5 on, CUDA), else the multi-tensor (foreach) step: the same update as the per-parameter loop, without
-    one Python-level call per parameter tensor (on a 2-core AMX Xeon, resnet20 at batch 64, the same speed within
-    noise, 1,076 against 1,080 images/s: the optimizer is 2% of that step; benchmarks/PROFILE.md section 4)."""
-    try:
-        return torch.optim.SGD(groups, fused=True, **options)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.SGD(groups, foreach=True, **options)
+    # torch's default step (per-parameter on the CPU). A fused step measured no faster here (benchmarks/PROFILE.md
+    # section 4) and did not resume to bit-identical weights, so it is not used.
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
