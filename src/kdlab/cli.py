@@ -33,10 +33,10 @@ def _train(args: argparse.Namespace) -> int:
     final = summary["final"]
     print(f"{out}: {summary['status']}, test_acc {final['test_acc']:.4f}, test_nll {final['test_nll']:.4f}, "
           f"test_ece {final['test_ece']:.4f}, {summary['wall_seconds']:.0f} s")
-    cheap = summary.get("evaluation", {}).get("teacher_precision")
-    if cheap:
-        print(f"teacher as run ({cheap['precision']}, {cheap['state']}) vs fp32 eager on {cheap['split']}: "
-              f"agreement {cheap['agreement']:.4f}, KL {cheap['fidelity_kl']:.2e}")
+    teacher = summary.get("evaluation", {}).get("teacher_precision")
+    if teacher:
+        print(f"teacher as run ({teacher['precision']}, {teacher['state']}) vs fp32 eager on {teacher['split']}: "
+              f"agreement {teacher['agreement']:.4f}, KL {teacher['fidelity_kl']:.2e}")
     return 0
 
 

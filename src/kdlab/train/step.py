@@ -76,7 +76,7 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
             loss = loss * shard_loss_weight(labels.shape[0], global_batch(step), distributed.world)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = gradient_norm(parameters)
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, float("inf"))  # the norm only: no clipping at inf
         values = torch.stack([v.detach().float() for v in terms.values()] + [grad_norm.float()])
         finite = torch.isfinite(values).all()
         if every == 1:
@@ -120,16 +120,6 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
         raise TrainingDiverged(f"epoch {epoch + 1}: every step was skipped (non-finite loss or gradient)")
     terms = {name: value.item() / seen for name, value in term_sums.items()}
     return terms, correct.item(), seen
-
-
-def gradient_norm(parameters: list[torch.Tensor]) -> torch.Tensor:
-    """The L2 norm of all gradients together (clip_grad_norm_ at an infinite limit: the norm, no clipping), with the
-    multi-tensor kernels where the device has them: one call, not one per parameter tensor."""
-    grads = [p for p in parameters if p.grad is not None]
-    try:
-        return torch.nn.utils.clip_grad_norm_(grads, float("inf"), foreach=True)
-    except RuntimeError:  # no foreach kernels for this device
-        return torch.nn.utils.clip_grad_norm_(grads, float("inf"))
 
 
 def _nonfinite_problem(names: list[str], values: torch.Tensor, epoch: int, step: int) -> str:
