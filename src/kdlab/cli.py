@@ -1,7 +1,8 @@
 """The ``kdlab`` command: a thin shell over the library.
 
 User errors (``KdlabError``) print one line on stderr and exit with status 2, without a traceback; a diverged run
-exits with status 1; anything else is a bug and keeps its traceback.
+exits with status 1; a run stopped by SIGTERM or SIGINT checkpoints and exits with 128 + the signal's number (143,
+130; :mod:`kdlab.train.interrupt`); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -52,12 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kdlab: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 - a diverged run is reported, not dumped
-        from kdlab.train.engine import TrainingDiverged
+    except Exception as error:  # noqa: BLE001 - a diverged or pre-empted run is reported, not dumped
+        from kdlab.train.engine import RunInterrupted, TrainingDiverged
 
         if isinstance(error, TrainingDiverged):
             print(f"kdlab: error: {error}", file=sys.stderr)
             return 1
+        if isinstance(error, RunInterrupted):
+            print(f"kdlab: {error}", file=sys.stderr)
+            return error.exit_status
         raise
     finally:
         _leave_process_group()

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kdlab.errors import KdlabError
 from kdlab.fields import PositiveStd
+from kdlab.tracking.settings import LoggingConfig
 from kdlab.recipe_text import apply_overrides, check_plain, parse_override, raise_validation, read_yaml
 
 __all__ = ["apply_overrides", "parse_override", "raise_validation", "read_yaml"]  # re-exported: callers import them from here
@@ -282,6 +283,8 @@ class Recipe(Strict):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     robustness: RobustnessConfig | None = Field(None, description="PGD robust accuracy of the final model")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="experiment trackers (TensorBoard, "
+                                   "MLflow, W&B); never part of a run's identity")
 
     @model_validator(mode="after")
     def _stored_views(self):
@@ -306,7 +309,8 @@ class Recipe(Strict):
         return record
 
 
-LATER_FIELDS = {("robustness",): None, ("optim", "bias_lr_scale"): 1.0}
+LATER_FIELDS = {("robustness",): None, ("optim", "bias_lr_scale"): 1.0,
+                ("logging",): LoggingConfig().model_dump(mode="json")}
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] = (), raw: dict | None = None) -> Recipe:

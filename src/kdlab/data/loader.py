@@ -146,10 +146,10 @@ class DeviceLoader:
         """The split's samples as this loader keeps them: the whole array, on the device."""
         return torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
 
-    def _raw_batches(self, order: torch.Tensor):
-        """(index, stored samples of those indices) for each of the epoch's batches, in ``order``; this rank's shard
-        of each global batch in a data-parallel run."""
-        for b in range(len(self)):
+    def _raw_batches(self, order: torch.Tensor, start: int = 0):
+        """(index, stored samples of those indices) for each of the epoch's batches from batch ``start`` on, in
+        ``order``; this rank's shard of each global batch in a data-parallel run."""
+        for b in range(start, len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield b, index, self.images[self._rank_part(index)]
 
@@ -198,12 +198,14 @@ class DeviceLoader:
     def num_views(self) -> int:
         return 1 if self.augment is None else self.augment.num_views
 
-    def batches(self, epoch: int = 0, with_keys: bool = False) -> Iterator[tuple]:
+    def batches(self, epoch: int = 0, with_keys: bool = False, start: int = 0) -> Iterator[tuple]:
         """Yield the epoch's (inputs, labels) batches; with ``with_keys``, (inputs, labels, keys) where ``keys`` is
         (sample ``source_index``, view index), both int64 on the device. The view index is -1 under an augmentation
-        whose views are not discrete (the sample keys still name the samples, for per-sample method state)."""
+        whose views are not discrete (the sample keys still name the samples, for per-sample method state).
+        ``start`` skips the epoch's first batches (a mid-epoch resume): the plan is a pure function of (seed, epoch),
+        so the batches that follow are the ones an uninterrupted epoch would see."""
         order, views = self.epoch_plan(epoch)
-        for b, index, raw in self._raw_batches(order):
+        for b, index, raw in self._raw_batches(order, start):
             batch_views = views[b * self.batch_size : (b + 1) * self.batch_size] if views is not None else None
             if self.distributed is not None and self.shuffle:  # this rank's shard of the global batch
                 shard = self.distributed.shard(len(index))

@@ -147,11 +147,11 @@ class StreamLoader(DeviceLoader):
     def _hold(self, images: ImageFiles) -> _Fetch:
         return _Fetch(images, self.device)
 
-    def _raw_batches(self, order: torch.Tensor):
+    def _raw_batches(self, order: torch.Tensor, start: int = 0):
         cpu_order = order.cpu()
         parts = [self._rank_part(cpu_order[b * self.batch_size : (b + 1) * self.batch_size]).numpy()
-                 for b in range(len(self))]
-        for b, raw in enumerate(self._pool.batches(self._key, parts)):
+                 for b in range(start, len(self))]
+        for b, raw in enumerate(self._pool.batches(self._key, parts), start=start):
             if isinstance(raw, str):
                 raise KdlabError(raw)
             yield b, order[b * self.batch_size : (b + 1) * self.batch_size], raw.to(self.device, non_blocking=True)

@@ -216,6 +216,7 @@ def _recipe_and_key(out: Path, run: PlannedRun):
     """The run's resolved recipe (its teacher's folder filled in) and its stage key."""
     recipe = load_recipe(raw=_with_teachers(run.raw, out))
     resolved = recipe.to_dict()
+    resolved.pop("logging", None)  # trackers observe a run, they do not make it another run
     method = {**resolved["method"], "teacher": run.teacher}
     listed = run.raw["method"].get("teachers")
     if isinstance(listed, list) and isinstance(method.get("teachers"), list):

@@ -5,7 +5,9 @@ Layout of ``RUN_DIR/checkpoint/``:
 * ``state.json``: the pointer, written last and atomically. It names the epoch's tensor files and holds the
   non-tensor state (epoch, step, optimizer hyper-parameters, history of metrics, best record) and the sha256 of
   each tensor file.
-* ``method-EEEE.safetensors``: the trainable state of the method (``method.state_dict()``).
+* ``method-EEEE.safetensors``: the trainable state of the method (``method.state_dict()``); ``method-EEEE-SSSSSS``
+  for a mid-epoch checkpoint (written on SIGTERM/SIGINT, :mod:`kdlab.train.interrupt`) after step S of epoch E+1,
+  whose ``state.json`` also holds the epoch's progress (``partial``).
 * ``optimizer-EEEE.safetensors``: the optimizer's tensors (momentum buffers) and the torch RNG state.
 * ``model.safetensors`` / ``best.safetensors``: the evaluated model alone (plain ``kdlab.models`` keys) after the
   last and the best epoch, for ``kdlab eval`` and users' own code.
@@ -80,10 +82,13 @@ def join_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any])
     return {"state": state, "param_groups": rest["param_groups"]}
 
 
-def save_checkpoint(directory: Path, epoch: int, method: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict) -> None:
-    """Save everything needed to continue after ``epoch`` completed epochs, then publish it via state.json."""
+def save_checkpoint(directory: Path, epoch: int, method: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict,
+                    step: int | None = None) -> None:
+    """Save everything needed to continue after ``epoch`` completed epochs (and ``step`` steps of the next one, for a
+    mid-epoch checkpoint), then publish it via state.json."""
     directory.mkdir(parents=True, exist_ok=True)
-    method_file, optim_file = f"method-{epoch:04d}.safetensors", f"optimizer-{epoch:04d}.safetensors"
+    point = f"{epoch:04d}" if step is None else f"{epoch:04d}-{step:06d}"
+    method_file, optim_file = f"method-{point}.safetensors", f"optimizer-{point}.safetensors"
     optim_tensors, optim_rest = split_optimizer_state(optimizer)
     optim_tensors["rng.torch_cpu"] = torch.get_rng_state()
     pointer = {
@@ -99,7 +104,7 @@ def save_checkpoint(directory: Path, epoch: int, method: torch.nn.Module, optimi
         **extra,
     }
     atomic_write_json(directory / STATE_FILE, pointer)
-    for stale in directory.glob("*-[0-9][0-9][0-9][0-9].safetensors"):
+    for stale in [*directory.glob("method-[0-9]*.safetensors"), *directory.glob("optimizer-[0-9]*.safetensors")]:
         if stale.name not in (method_file, optim_file):
             stale.unlink(missing_ok=True)
 

@@ -26,11 +26,13 @@ from kdlab.train.predictions import (evaluate_method, evaluation_record, head_me
 from kdlab.train.prepare import Prepared, make_optimizer, prepare
 from kdlab.store.rundir import RunDir
 from kdlab.train.schedule import learning_rate
-from kdlab.train.step import NONFINITE_CHECK_EVERY, TrainingDiverged, train_epoch
+from kdlab.train.interrupt import RunInterrupted, StopSignals
+from kdlab.train.step import NONFINITE_CHECK_EVERY, EpochInterrupted, EpochProgress, TrainingDiverged, train_epoch
+from kdlab.tracking import Tracker, open_tracker
 from kdlab.train.summary import checkpoint_epoch, print_epoch, run_summary, selected
 
-__all__ = ["NONFINITE_CHECK_EVERY", "Prepared", "RunStopped", "TrainingDiverged", "make_optimizer", "prepare",
-           "resume", "train", "train_epoch"]
+__all__ = ["NONFINITE_CHECK_EVERY", "Prepared", "RunInterrupted", "RunStopped", "TrainingDiverged", "make_optimizer",
+           "prepare", "resume", "train", "train_epoch"]
 
 
 class RunStopped(Exception):
@@ -120,6 +122,7 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
     best: dict | None = None
     start_epoch, wall, train_seconds, train_images = 0, 0.0, 0.0, 0
     skipped: list[dict] = []  # steps skipped for a non-finite loss or gradient (train.nonfinite: skip)
+    progress: EpochProgress | None = None  # a mid-epoch checkpoint's progress through epoch start_epoch + 1
     if resume_from is not None:
         state = checkpoint.restore_checkpoint(resume_from, method, optimizer)
         missing = [key for key in ("history", "best", "wall_seconds", "train_seconds", "train_images") if key not in state]
@@ -129,6 +132,12 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
         start_epoch, history, best = state["epoch"], state["history"], state["best"]
         wall, train_seconds, train_images = state["wall_seconds"], state["train_seconds"], state["train_images"]
         skipped = state.get("skipped_steps", [])
+        if state.get("partial") is not None:
+            try:
+                progress = EpochProgress.from_record(state["partial"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise KdlabError(f"checkpoint {resume_from / checkpoint.STATE_FILE} is damaged: its partial epoch "
+                                 f"record is unreadable") from None
         run.write_metrics(history)
     session_start = time.perf_counter()
 
@@ -139,14 +148,48 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
         record["last_checkpoint_epoch"] = checkpoint_epoch(run)
         return record
 
+    def save(epoch_done: int, partial: EpochProgress | None = None) -> None:
+        if prepared.teachers is not None:
+            prepared.teachers.save_caches()
+        extra = {"history": history, "best": best, "wall_seconds": wall + time.perf_counter() - session_start,
+                 "train_seconds": train_seconds, "train_images": train_images, "skipped_steps": skipped}
+        if partial is not None:
+            extra["partial"] = partial.record()
+        checkpoint.save_checkpoint(run.checkpoint, epoch_done, method, optimizer, extra,
+                                   step=partial.steps if partial is not None else None)
+
+    def interrupted(epoch_done: int, partial: EpochProgress | None, saved: bool = False) -> RunInterrupted:
+        """Checkpoint where the run stopped on a signal (unless ``saved`` just now), mark it interrupted; the
+        exception to raise."""
+        if writes and not saved:
+            save(epoch_done, partial)
+        where = f"epoch {epoch_done + 1}, step {partial.steps}" if partial is not None else f"after epoch {epoch_done}"
+        message = f"stopped by {stop.name} at {where}, checkpointed; continue with kdlab train --resume {run.path}"
+        ended("interrupted", {**summary("interrupted", message), "interrupted_by": stop.name})
+        return RunInterrupted(stop.signal, message)
+
+    def ended(status: str, record: dict) -> None:
+        run.write_summary(record)
+        tracker.finish(status=status, summary=record, run_dir=run.path)
+
+    tracker = open_tracker(recipe, run.path) if writes else Tracker()
+    tracker.start(config=recipe.to_dict(), run_dir=run.path, resumed=resume_from is not None,
+                  step=start_epoch * steps_per_epoch + (progress.steps if progress is not None else 0))
+    stop = StopSignals(enabled=prepared.distributed is None)
     run.write_summary(summary("running"))
     last_predictions: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     last_heads = None
     groups = {split: loader.groups for split, loader in prepared.eval_loaders.items()}
     try:
+        stop.__enter__()
         for epoch in range(start_epoch, epochs):
-            epoch_start = time.perf_counter()
-            terms, correct, seen = train_epoch(prepared, optimizer, epoch, show_bar=show_bar, skipped=skipped)
+            epoch_start = time.perf_counter() - (progress.seconds if progress is not None else 0.0)
+            try:
+                terms, correct, seen = train_epoch(prepared, optimizer, epoch, show_bar=show_bar, skipped=skipped,
+                                                   progress=progress, stop=lambda: stop.requested, tracker=tracker)
+            except EpochInterrupted as stopped:
+                raise interrupted(epoch, stopped.progress) from None
+            progress = None
             seconds = time.perf_counter() - epoch_start
             train_seconds += seconds
             train_images += seen
@@ -175,17 +218,16 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
                     checkpoint.save_tensors(run.checkpoint / "best.safetensors", method.export_state())
             if not quiet:
                 print_epoch(record, epochs)
-            if writes and (last or (epoch + 1) % recipe.checkpoint.every == 0):
-                if prepared.teachers is not None:
-                    prepared.teachers.save_caches()
-                checkpoint.save_checkpoint(run.checkpoint, epoch + 1, method, optimizer, {
-                    "history": history, "best": best, "wall_seconds": wall + time.perf_counter() - session_start,
-                    "train_seconds": train_seconds, "train_images": train_images, "skipped_steps": skipped,
-                })
+            saved = writes and (last or (epoch + 1) % recipe.checkpoint.every == 0)
+            if saved:
+                save(epoch + 1)
             run.write_metrics(history)
             run.write_summary(summary("running"))
+            tracker.log_epoch(epoch + 1, (epoch + 1) * steps_per_epoch, record)
             if on_epoch is not None:
                 on_epoch(record)
+            if stop.requested and not last:  # the signal came during evaluation or the checkpoint
+                raise interrupted(epoch + 1, None, saved=saved)
         if not last_predictions:  # resumed after the last epoch's checkpoint: recompute the final predictions
             last_predictions, last_heads = evaluate_method(method, prepared.eval_loaders, runtime)
         if writes:
@@ -213,23 +255,25 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
             final["heads"] = {head: {split: metrics.evaluate_all(*per_head[head], groups[split])
                                      for split, per_head in last_heads.items()}
                               for head in next(iter(last_heads.values()))}
-        run.write_summary(final)
+        ended("completed", final)
         return final
     except TrainingDiverged as error:
-        run.write_summary(summary("failed", str(error)))
+        ended("failed", summary("failed", str(error)))
         raise
-    except RunStopped as stop:
-        run.write_summary(summary(stop.status, str(stop)))
+    except RunStopped as stopped:
+        ended(stopped.status, summary(stopped.status, str(stopped)))
         raise
     except WriteError as error:
         try:  # the disk may have room for this small file even when a checkpoint did not fit
-            run.write_summary(summary("failed", str(error)))
+            ended("failed", summary("failed", str(error)))
         except WriteError:
             pass
         raise
-    except KeyboardInterrupt:
-        run.write_summary(summary("interrupted", "interrupted by the user; continue with kdlab train --resume"))
+    except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint stands
+        ended("interrupted", summary("interrupted", "interrupted by the user; continue with kdlab train --resume"))
         raise
+    finally:
+        stop.__exit__()
 
 
 class _ReadOnlyRunDir(RunDir):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import sys
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,6 +27,36 @@ class TrainingDiverged(RuntimeError):
     """A loss term or the gradient became NaN or infinite (and was not skipped)."""
 
 
+@dataclass
+class EpochProgress:
+    """Where an epoch stopped: ``steps`` optimizer steps done, each term's sum over the samples seen (float32
+    values, kept exactly: a resumed epoch's means equal an uninterrupted one's), correct predictions, samples seen and
+    the seconds it took so far. Stored in a mid-epoch checkpoint (:meth:`record`, :meth:`from_record`)."""
+
+    steps: int = 0
+    term_sums: dict[str, float] = field(default_factory=dict)
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+    def record(self) -> dict:
+        return {"steps": self.steps, "term_sums": dict(self.term_sums), "correct": self.correct, "seen": self.seen,
+                "seconds": self.seconds}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "EpochProgress":
+        return cls(int(record["steps"]), {str(k): float(v) for k, v in record["term_sums"].items()},
+                   int(record["correct"]), int(record["seen"]), float(record["seconds"]))
+
+
+class EpochInterrupted(Exception):
+    """A stop was requested (:mod:`kdlab.train.interrupt`): the epoch ended after a whole step, at ``progress``."""
+
+    def __init__(self, progress: EpochProgress):
+        super().__init__(f"stopped after step {progress.steps}")
+        self.progress = progress
+
+
 
 #: On CUDA the finiteness of each step is checked on the device and read back every this many steps (one host sync),
 #: with the step and term of the first bad one; on the CPU, and with ``train.nonfinite: skip``, every step.
@@ -32,9 +64,14 @@ NONFINITE_CHECK_EVERY = 25
 
 
 def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = False, max_steps: int | None = None,
-                skipped: list[dict] | None = None):
+                skipped: list[dict] | None = None, progress: EpochProgress | None = None, stop=None, tracker=None):
     """One epoch (or its first ``max_steps`` steps, for benchmarks); returns ({term: mean per sample}, correct
     count, samples seen).
+
+    ``progress`` continues an epoch that stopped part-way (a mid-epoch checkpoint) after its first
+    ``progress.steps`` steps. ``stop()`` is asked after every step; when it is true the epoch raises
+    :class:`EpochInterrupted` with its progress. ``tracker`` (:class:`kdlab.tracking.Tracker`) gets the step's
+    scalars every ``tracker.every_steps`` steps.
 
     Every step's loss terms and gradient norm are checked for NaN and infinity (:data:`NONFINITE_CHECK_EVERY`). A
     bad step raises :class:`TrainingDiverged` naming the epoch, the step and the term (or the gradient), before
@@ -44,9 +81,13 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
     steps_per_epoch = len(prepared.train_loader)
     method.train()
     device = runtime.device
-    term_sums: dict[str, torch.Tensor] = {}
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    seen = 0
+    progress = progress or EpochProgress()
+    term_sums = {name: torch.tensor(value, dtype=torch.float32, device=device)
+                 for name, value in progress.term_sums.items()}
+    correct = torch.tensor(progress.correct, dtype=torch.int64, device=device)
+    seen, first_step, started = progress.seen, progress.steps, time.perf_counter()
+    log_every = tracker.every_steps if tracker is not None else None
+    logged_at, logged_seen = started, seen
     skipped = [] if skipped is None else skipped
     skip = recipe.train.nonfinite == "skip"
     every = 1 if skip or device.type == "cpu" else NONFINITE_CHECK_EVERY
@@ -59,10 +100,11 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
 
     first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # deferred checks (CUDA): first bad step
     bad_values: torch.Tensor | None = None  # its term values and gradient norm
-    bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", leave=False,
-               disable=not show_bar, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=steps_per_epoch, initial=first_step, desc=f"epoch {epoch + 1}/{recipe.train.epochs}",
+               leave=False, disable=not show_bar, file=sys.stderr, dynamic_ncols=True)
     with_keys = (prepared.teachers is not None and prepared.teachers.wants_keys) or method.needs_sample_keys
-    for step, batch in enumerate(prepared.train_loader.batches(epoch, with_keys=with_keys)):
+    batches = prepared.train_loader.batches(epoch, with_keys=with_keys, start=first_step)
+    for step, batch in enumerate(batches, start=first_step):
         if max_steps is not None and step >= max_steps:
             break
         inputs, labels = batch[0], batch[1]
@@ -105,6 +147,18 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
         correct += (logits.detach().argmax(dim=1) == labels).sum()
         seen += n
         bar.update()
+        if log_every is not None and (epoch * steps_per_epoch + step + 1) % log_every == 0:
+            now = time.perf_counter()
+            scalars = {f"loss/{name}": float(value) for name, value in terms.items()}
+            scalars.update({"loss/total": float(sum(scalars.values())), "lr": lr, "grad_norm": float(grad_norm),
+                            "images_per_second": (seen - logged_seen) / max(now - logged_at, 1e-9)})
+            tracker.log_step(epoch * steps_per_epoch + step + 1, scalars)
+            logged_at, logged_seen = now, seen
+        if stop is not None and stop() and step + 1 < steps_per_epoch:
+            bar.close()
+            raise EpochInterrupted(EpochProgress(
+                step + 1, {name: value.item() for name, value in term_sums.items()}, int(correct), seen,
+                progress.seconds + time.perf_counter() - started))
     bar.close()
     if distributed is not None:  # the epoch's sums over every rank's shards
         names = list(term_sums)
