@@ -2,10 +2,13 @@
 
 ``KDLAB_FAULT`` holds comma-separated rules ``ACTION@FILE#N``: the N-th (1-based) atomic write of a file named FILE
 (e.g. ``summary.json``, ``state.json``, ``model.safetensors``; ``*``: the N-th atomic write of any file) triggers ACTION after its bytes are
-in the temporary file and before it is renamed into place (:func:`kdlab.io.atomic_write`):
+in the temporary file and before it is renamed into place (:func:`kdlab.io.atomic_write`). FILE is a shell pattern
+(``logits-*.safetensors``: files whose names change with their content); with a ``/`` in it, it is matched against
+the end of the file's path (``teacher-logits/*/meta.json``: the teacher cache's meta file, not the data cache's).
 
 * ``kill``: SIGKILL this process (as a power cut or an OOM kill would, nothing runs after it);
-* ``enospc``: the write fails with ``OSError(ENOSPC)``, as on a full disk.
+* ``enospc``: the write fails with ``OSError(ENOSPC)``, as on a full disk;
+* ``efbig``: the write fails with ``OSError(EFBIG)``, as past a file-size limit (``ulimit -f``, a quota).
 
 Unset (always, outside tests) it costs one dictionary lookup per write. Only the tests set it, for a child process.
 
@@ -19,10 +22,11 @@ import errno
 import os
 import signal
 from collections import Counter
+from fnmatch import fnmatchcase
 
 ENV = "KDLAB_FAULT"
 LOG_ENV = "KDLAB_WRITE_LOG"
-ACTIONS = ("kill", "enospc")
+ACTIONS = ("kill", "enospc", "efbig")
 _writes: Counter = Counter()
 
 
@@ -33,7 +37,7 @@ def _rules() -> list[tuple[str, str, int]]:
         action, _, target = rule.partition("@")
         name, _, count = target.partition("#")
         if action not in ACTIONS or not name or not count.isdigit():
-            raise ValueError(f"{ENV}: bad rule {rule!r} (expected kill@FILE#N or enospc@FILE#N)")
+            raise ValueError(f"{ENV}: bad rule {rule!r} (expected ACTION@FILE#N, ACTION one of kill, enospc, efbig)")
         rules.append((action, name, int(count)))
     return rules
 
@@ -46,10 +50,19 @@ def before_publish(name: str, path: str = "") -> None:
             handle.write(f"{path or name}\n")
     if ENV not in os.environ:
         return
-    _writes[name] += 1
-    _writes["*"] += 1
-    for action, target, count in _rules():
-        if target in (name, "*") and _writes[target] == count:
+    rules = [rule for rule in _rules() if _matches(rule[1], name, path)]
+    for target in {target for _, target, _ in rules}:  # each pattern counts the writes it names, once each
+        _writes[target] += 1
+    for action, target, count in rules:
+        if _writes[target] == count:
             if action == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+            code = errno.EFBIG if action == "efbig" else errno.ENOSPC
+            raise OSError(code, os.strerror(code), name)
+
+
+def _matches(target: str, name: str, path: str) -> bool:
+    """Whether the rule's FILE pattern ``target`` names this write (see the module docstring)."""
+    if "/" in target:
+        return fnmatchcase(path.replace(os.sep, "/"), f"*/{target}")
+    return fnmatchcase(name, target)

@@ -16,23 +16,37 @@ the decoded source (``Dataset.source_fingerprint``; samples are addressed by ``S
 different seeds and hence different validation splits share one cache), the augmentation (padding, padding mode,
 flip), the input normalisation the teacher sees, precision and device type. On disk it lives under
 ``<cache root>/teacher-logits/<key>/`` as a safetensors table + mask, written atomically and merged with whatever
-another run stored meanwhile.
+another run stored meanwhile; readers and writers take turns on the folder's ``flock`` (two runs filling one cache
+end with the union of their entries).
+
+Integrity: ``meta.json`` names the data file with its size and sha256 and is published after it, so a cache on disk
+is absent or valid whenever a writer dies. A truncated, corrupted or mismatched cache is never used: it is reported
+once on stderr ("teacher cache DIR is damaged (WHY): rebuilding it"), deleted and rebuilt from the teacher.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import sys
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
 from kdlab.errors import KdlabError
-from kdlab.io import atomic_write_json
-from kdlab.store.checkpoint import save_tensors
+from kdlab.io import WriteError, atomic_write_bytes, atomic_write_json, remove_temporaries
 
-FORMAT = 1
+FORMAT = 1  # of the key: changing it would orphan every cache already filled
+DISK_FORMAT = 2  # of the folder: 2 adds the data file's size and sha256 to meta.json
+META_FILE = "meta.json"
+LOCK_FILE = ".lock"
+LEGACY_FILE = "logits.safetensors"  # format 1's data file, without a checksum
+DATA_FILE = re.compile(r"logits-[0-9a-f]{16}\.safetensors")
 
 
 def file_sha256(path: Path) -> str:
@@ -75,6 +89,7 @@ class TeacherLogitCache:
         self.hits = 0
         self.misses = 0
         self._stored = 0  # entries filled when the folder was last read or written
+        self._reported: set[str] = set()  # damage already reported (once each)
         if folder is not None:
             self._merge_from_disk()
             self._stored = int(self.filled.sum())
@@ -140,34 +155,183 @@ class TeacherLogitCache:
                 if progress is not None:
                     progress(self.misses - before)
 
+
     # ---------------------------------------------------------------------------------------------- disk
 
     def save(self) -> bool:
-        """Write the cache to its folder if it gained entries since the last read or write; merges entries another
-        run stored meanwhile. Returns whether it wrote."""
+        """Write the cache to its folder if it gained entries since the last read or write, merged (under the
+        folder's lock) with the entries other runs stored meanwhile. Returns whether it wrote; a write that fails
+        (a full disk, a read-only folder) raises :class:`~kdlab.io.WriteError` and leaves the previous cache."""
         if self.folder is None or int(self.filled.sum()) == self._stored:
             return False
-        self._merge_from_disk()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        save_tensors(self.folder / "logits.safetensors", {"table": self.table, "filled": self.filled})
-        atomic_write_json(self.folder / "meta.json", {"format": FORMAT, "key": self.key,
-                                                     "shape": list(self.table.shape), "dtype": str(self.table.dtype),
-                                                     "filled": int(self.filled.sum())})
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise WriteError(f"cannot create the teacher cache folder {self.folder}: {error.strerror or error}") \
+                from None
+        with folder_lock(self.folder):
+            self._merge_locked()
+            tensors = {"table": self.table.detach().cpu().contiguous(), "filled": self.filled.cpu().contiguous()}
+            write_cache(self.folder, tensors, {"key": self.key, "shape": list(self.table.shape),
+                                               "dtype": str(self.table.dtype)})
         self._stored = int(self.filled.sum())
         return True
 
     def _merge_from_disk(self) -> None:
-        file = self.folder / "logits.safetensors"
-        if not file.is_file():
-            return
+        if (self.folder / META_FILE).exists() or (self.folder / LEGACY_FILE).exists():
+            with folder_lock(self.folder):
+                self._merge_locked()
+
+    def _merge_locked(self) -> None:
+        """Add the entries stored in the folder (the caller holds its lock); a damaged cache is reported, deleted
+        and rebuilt from the teacher."""
         try:
-            meta = json.loads((self.folder / "meta.json").read_text())
-            stored = load_file(str(file), device=str(self.table.device))
+            found = read_cache(self.folder)
+            if found is None:
+                return
+            meta, stored = found
+            if meta["key"] != self.key:
+                raise CacheDamaged(f"meta.json holds the key {str(meta['key'])[:12]}..., not its folder's")
             table, filled = stored["table"], stored["filled"]
-        except (OSError, ValueError, KeyError, RuntimeError):
-            return  # unreadable or half-replaced by another writer: start from what is in memory
-        if meta.get("key") != self.key or table.shape != self.table.shape or table.dtype != self.table.dtype:
+            if table.shape != self.table.shape or table.dtype != self.table.dtype:
+                raise CacheDamaged(f"it holds a {list(table.shape)} {table.dtype} table, this teacher's key means "
+                                   f"{list(self.table.shape)} {self.table.dtype}")
+        except CacheDamaged as damage:
+            self._discard(str(damage))
             return
+        table, filled = table.to(self.table.device), filled.to(self.filled.device)
         new = filled & ~self.filled
         self.table[new] = table[new]
         self.filled |= filled
+
+    def _discard(self, why: str) -> None:
+        """Report a damaged cache once (one line on stderr) and delete its files, so it is rebuilt, never used."""
+        if why not in self._reported:
+            self._reported.add(why)
+            print(f"kdlab: warning: teacher cache {self.folder} is damaged ({why}): rebuilding it", file=sys.stderr)
+        remove_cache_files(self.folder)
+
+
+# -------------------------------------------------------------------------------------------------- the folder
+#
+# <folder>/meta.json                     {"format": 2, "key", "shape", "dtype", "filled", "file", "bytes", "sha256"}
+# <folder>/logits-<sha256[:16]>.safetensors   the table and the filled mask; named by its content, never rewritten
+# <folder>/.lock                         flock'ed by whoever reads or writes the folder
+#
+# meta.json is the pointer, written (atomically) after the data file it names, and it carries that file's size and
+# sha256: a reader checks both before it trusts a byte. A writer killed before its meta.json lands leaves the
+# previous pointer and the previous data file intact (plus an unpublished file the next writer deletes), so a cache
+# is always absent or valid; truncation, flipped bytes, a missing file and a meta.json that does not describe its
+# data are all detected.
+
+
+class CacheDamaged(Exception):
+    """The files of a cache folder do not make a valid cache; the message says why, in a few words."""
+
+
+@contextmanager
+def folder_lock(folder: Path):
+    """Hold an exclusive ``fcntl.flock`` on ``folder/.lock`` while reading or writing the cache in ``folder``: a
+    reader never meets a write half done, and two writers merge one after the other instead of the second dropping
+    the first one's entries. The kernel releases a flock when its holder dies (kill -9 included), so it never stays
+    stuck. Without the lock file (a read-only folder) or flock support (some network file systems) the block runs
+    unlocked: reading stays safe (files are published by rename, never changed in place), writing fails anyway."""
+    try:
+        import fcntl
+
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):
+        fd = None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                pass
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+
+def read_cache(folder: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """The meta record and the checked tensors (``table``, ``filled``, on the CPU) of the cache in ``folder``;
+    None when it holds none; :class:`CacheDamaged` when its files do not make a valid cache. Hold
+    :func:`folder_lock` around it."""
+    try:
+        text = (folder / META_FILE).read_text()
+    except FileNotFoundError:
+        if (folder / LEGACY_FILE).is_file():
+            raise CacheDamaged(f"{LEGACY_FILE} has no meta.json") from None
+        return None  # nothing yet, or the data file of a writer killed before its meta.json
+    except (OSError, UnicodeDecodeError) as error:
+        raise CacheDamaged(f"meta.json is unreadable: {error}") from None
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        raise CacheDamaged("meta.json is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise CacheDamaged("meta.json is not a JSON object")
+    if meta.get("format") != DISK_FORMAT:
+        raise CacheDamaged(f"format {meta.get('format')!r} without checksums, written by an older kdlab")
+    name, size, digest = meta.get("file"), meta.get("bytes"), meta.get("sha256")
+    if not (isinstance(name, str) and DATA_FILE.fullmatch(name) and isinstance(size, int) and isinstance(digest, str)
+            and "key" in meta):
+        raise CacheDamaged("meta.json does not name a data file with its size and checksum")
+    path = folder / name
+    try:
+        actual = path.stat().st_size
+    except FileNotFoundError:
+        raise CacheDamaged(f"its data file {name} is missing") from None
+    if actual != size:
+        raise CacheDamaged(f"{name} has {actual} bytes, meta.json says {size}")
+    if file_sha256(path) != digest:
+        raise CacheDamaged(f"{name} fails its sha256 checksum")
+    try:
+        stored = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CacheDamaged(f"{name} is not a safetensors file: {error}") from None
+    table, filled = stored.get("table"), stored.get("filled")
+    if table is None or filled is None:
+        raise CacheDamaged(f"{name} lacks its table or its filled mask")
+    if (list(table.shape) != meta.get("shape") or str(table.dtype) != meta.get("dtype") or filled.dtype != torch.bool
+            or filled.shape != table.shape[:2] or int(filled.sum()) != meta.get("filled")):
+        raise CacheDamaged(f"{name} holds other tensors than meta.json describes")
+    return meta, {"table": table, "filled": filled}
+
+
+def write_cache(folder: Path, tensors: dict[str, torch.Tensor], record: dict) -> None:
+    """Publish ``tensors`` (``table``, ``filled``) as the cache of ``folder``: the data file first, then the
+    meta.json naming it (with ``record``: key, shape, dtype), then the files it replaces go. Hold
+    :func:`folder_lock` around it."""
+    data = save(tensors)
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"logits-{digest[:16]}.safetensors"
+    atomic_write_bytes(folder / name, data)
+    atomic_write_json(folder / META_FILE, {"format": DISK_FORMAT, **record, "filled": int(tensors["filled"].sum()),
+                                          "file": name, "bytes": len(data), "sha256": digest})
+    remove_cache_files(folder, keep=name)
+
+
+def remove_cache_files(folder: Path, keep: str | None = None) -> None:
+    """Delete the cache files of ``folder`` (its meta.json too unless ``keep`` names the published data file),
+    and the temporary files of killed writes; the lock file stays."""
+    names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+    for name in names:
+        if name == keep or name == LOCK_FILE:
+            continue
+        if DATA_FILE.fullmatch(name) or name == LEGACY_FILE or (keep is None and name == META_FILE):
+            (folder / name).unlink(missing_ok=True)
+    if folder.is_dir():
+        remove_temporaries(folder)
+
+
+def check_folder(folder: Path) -> str | None:
+    """Why the teacher cache in ``folder`` is not valid, or None when it is valid or absent (for tests and tools;
+    it changes nothing)."""
+    with folder_lock(folder) if folder.is_dir() else nullcontext():
+        try:
+            read_cache(folder)
+        except CacheDamaged as damage:
+            return str(damage)
+    return None
