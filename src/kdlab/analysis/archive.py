@@ -20,6 +20,7 @@ Checkpoints and predictions stay behind (a CIFAR-sized run's predictions are abo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -27,36 +28,81 @@ import numpy as np
 
 from kdlab.errors import KdlabError
 from kdlab.analysis.runs import ANALYSIS_FILE, collect_runs, resolve_classes, run_projection
-from kdlab.io import atomic_savez, atomic_write_json, read_predictions
+from kdlab.io import WriteError, atomic_savez, atomic_write_bytes, atomic_write_json, fsync_dir, read_predictions
 
 KEPT_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
 STUDY_FILES = ("study.json", "study.yaml")
+STAGING = ".archive-staging"  # under --out: runs being written, and the previous archive of a run being replaced
 
 
 def archive(paths: list[str | Path], out: str | Path, classes: list[str] | None = None, variant: str = "A",
             per_class: int = 100) -> list[Path]:
     """Archive the completed runs under ``paths`` into ``out`` (a study keeps its layout); return the archived
-    run folders. Archiving again replaces each run's files with the current ones."""
+    run folders. Archiving again replaces each run's files with the current ones.
 
+    Each run is written into ``out/.archive-staging/`` and renamed into place when complete, so whatever stops
+    the command (a full disk, a kill) leaves every run of the archive complete or absent, never half written; a
+    failed write is a one-line error. The study's record is written after its runs."""
     entries, _ = collect_runs(paths)
     out = Path(out)
     if any(Path(p).resolve() == out.resolve() for p in paths):
         raise KdlabError(f"archive: --out {out} is one of the folders being archived")
-    out.mkdir(parents=True, exist_ok=True)
     class_ids, _ = resolve_classes(entries[0].summary, classes)
-    for path in map(Path, paths):
-        if (path / "study.json").is_file():
-            _archive_study_record(path, out)
-    written = []
-    for entry in entries:
-        target = out / entry.path.name
-        target.mkdir(exist_ok=True)
-        for name in KEPT_FILES:
-            if (entry.path / name).is_file():
-                shutil.copyfile(entry.path / name, target / name)
-        atomic_savez(target / ANALYSIS_FILE, compressed=True, **_analysis(entry, class_ids, variant, per_class))
-        written.append(target)
+    analyses = [_analysis(entry, class_ids, variant, per_class) for entry in entries]  # what can fail, first
+    staging = out / STAGING
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _recover(staging, out)
+        written = [_publish(entry.path, analysis, staging, out) for entry, analysis in zip(entries, analyses)]
+        for path in map(Path, paths):
+            if (path / "study.json").is_file():
+                _archive_study_record(path, out)
+        if staging.is_dir() and not any(staging.iterdir()):
+            staging.rmdir()
+    except OSError as error:
+        raise WriteError(f"archive: cannot write {error.filename or out}: {error.strerror or error}") from None
     return written
+
+
+def _publish(run: Path, analysis: dict[str, np.ndarray], staging: Path, out: Path) -> Path:
+    """Write the archive of ``run`` into ``staging`` and rename it into ``out``; a run archived before is moved
+    aside first and deleted after (a kill in between leaves the run absent, and the next archive restores it)."""
+    target, new, old = out / run.name, staging / run.name, staging / f"{run.name}.old"
+    _remove(new)
+    new.mkdir(parents=True)
+    try:
+        for name in KEPT_FILES:
+            if (run / name).is_file():
+                atomic_write_bytes(new / name, (run / name).read_bytes())
+        atomic_savez(new / ANALYSIS_FILE, compressed=True, **analysis)
+    except BaseException:
+        _remove(new)
+        raise
+    if target.exists():
+        _remove(old)
+        os.rename(target, old)
+    os.rename(new, target)
+    fsync_dir(out)
+    _remove(old)
+    return target
+
+
+def _recover(staging: Path, out: Path) -> None:
+    """Clear what an archive stopped midway left in ``staging``: the previous archive of a run that was being
+    replaced goes back into place when the new one never arrived; unfinished new ones go."""
+    if not staging.is_dir():
+        return
+    for entry in staging.iterdir():
+        target = out / entry.name.removesuffix(".old")
+        if entry.name.endswith(".old") and not target.exists():
+            os.rename(entry, target)
+        else:
+            _remove(entry)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
 
 
 def _archive_study_record(study: Path, out: Path) -> None:
@@ -65,9 +111,9 @@ def _archive_study_record(study: Path, out: Path) -> None:
     record["out"] = "."
     for run in record["runs"]:
         run.pop("dir", None)
-    atomic_write_json(out / "study.json", record)
     if (study / "study.yaml").is_file():
-        shutil.copyfile(study / "study.yaml", out / "study.yaml")
+        atomic_write_bytes(out / "study.yaml", (study / "study.yaml").read_bytes())
+    atomic_write_json(out / "study.json", record)
 
 
 def _analysis(entry, class_ids: list[int], variant: str, per_class: int) -> dict[str, np.ndarray]:
@@ -100,10 +146,3 @@ def _analysis(entry, class_ids: list[int], variant: str, per_class: int) -> dict
                 value = value.astype(np.int16)
             result[f"projection_{split}_{key}"] = value
     return result
-
-
-
-
-
-
-
