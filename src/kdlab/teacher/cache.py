@@ -60,10 +60,14 @@ def file_sha256(path: Path) -> str:
 def cache_key(*, teacher_weights: Path, source_fingerprint: str, augment: dict, normalisation: dict,
               precision: str, device_type: str, num_samples: int, num_classes: int,
               teacher_compiled: bool = False, features: dict | None = None,
-              teacher_view: dict | None = None, teacher_batch: int | None = None) -> str:
+              teacher_view: dict | None = None, teacher_batch: int | None = None,
+              teacher_sha256: str | None = None) -> str:
     """The hash of everything a cached value depends on (a compiled teacher's logits differ from eager ones by
-    rounding, so which of the two fills the cache is part of the key; audio inputs depend on their features)."""
-    parts = {"format": FORMAT, "teacher": file_sha256(teacher_weights), "source": source_fingerprint,
+    rounding, so which of the two fills the cache is part of the key; audio inputs depend on their features).
+    ``teacher_sha256``, when given, is the weights' checksum taken as they were loaded (hashing the file again
+    could see another file, replaced in between, and file that teacher's logits under the wrong key)."""
+    teacher = teacher_sha256 or file_sha256(teacher_weights)
+    parts = {"format": FORMAT, "teacher": teacher, "source": source_fingerprint,
              "augment": augment, "normalisation": normalisation, "precision": precision, "device": device_type,
              "samples": num_samples, "classes": num_classes}
     if teacher_compiled:  # only then, so caches filled by eager teachers keep their keys

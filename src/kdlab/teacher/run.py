@@ -1,19 +1,28 @@
 """A teacher from a run directory: kdlab rebuilds the network from the run's ``config.yaml`` and its safetensors
-weights, and checks that it was trained on the student's task before anything trains against it."""
+weights, and checks that it was trained on the student's task before anything trains against it.
+
+A student reads its teacher's files once, when it starts: from then on the teacher lives in memory, so a teacher
+run directory deleted (or whose weights are replaced) while a student trains does not change that student, which
+finishes as it began; its summary records the sha256 of the very bytes it loaded (``teachers.<name>.weights_sha256``).
+A student resumed after its teacher is gone stops with one line naming the missing teacher.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load
 
 from kdlab import models
 from kdlab.config import Recipe, load_recipe
 from kdlab.data import Dataset
 from kdlab.errors import KdlabError
 from kdlab.teacher.module import Teacher
-from kdlab.store.checkpoint import load_state_into, load_tensors
+from kdlab.store.checkpoint import load_state_into
 from kdlab.store.rundir import RunDir
 
 WEIGHTS = {"final": "model.safetensors", "best": "best.safetensors"}
@@ -55,18 +64,18 @@ def load_teacher(run_dir, dataset: Dataset, checkpoint: Literal["final", "best"]
                                   compile=compile)
         teacher.cache = cache
         return teacher
-    network, recipe = load_network(run_dir, dataset, checkpoint, same_dataset=same_dataset, features=features)
+    network, recipe, _ = load_network(run_dir, dataset, checkpoint, same_dataset=same_dataset, features=features)
     return Teacher(network, renormalise=(input_mean, input_std, recipe.data.mean, recipe.data.std), compile=compile,
                    cache=cache)
 
 
 def load_network(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["final", "best"] = "final", *,
-                 same_dataset: bool = True, features: dict | None = None) -> tuple[torch.nn.Module, Recipe]:
-    """The checked network of the completed run ``run_dir`` with its weights (see :func:`load_teacher`), and the
-    run's recipe."""
+                 same_dataset: bool = True, features: dict | None = None) -> tuple[torch.nn.Module, Recipe, str]:
+    """The checked network of the completed run ``run_dir`` with its weights (see :func:`load_teacher`), the
+    run's recipe and the sha256 of the weights file's bytes the network was loaded from."""
     run = RunDir(Path(run_dir))
     if not run.path.exists():
-        raise KdlabError(f"teacher run directory not found: {run.path}")
+        raise KdlabError(f"teacher run directory not found: {run.path} (moved or deleted?)")
     summary = run.completed_summary("teacher ")
     data = summary_data(run, summary, "teacher ")
     student_shape = list(dataset.train.images.shape[1:])
@@ -91,7 +100,25 @@ def load_network(run_dir: str | Path, dataset: Dataset, checkpoint: Literal["fin
     teacher = models.create(recipe.model.name, num_classes=len(dataset.classes), in_channels=in_channels,
                             options=recipe.model.options)
     weights = run.checkpoint / WEIGHTS[checkpoint]
-    load_state_into(teacher, load_tensors(weights), weights)
+    tensors, digest = read_weights(weights)
+    load_state_into(teacher, tensors, weights)
     teacher.eval()
     teacher.requires_grad_(False)
-    return teacher, recipe
+    return teacher, recipe, digest
+
+
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The tensors of a teacher's weights file and the sha256 of the bytes they were read from (read once, so the
+    checksum is of what was loaded even if the file is replaced meanwhile); a missing or unreadable file is a
+    one-line error naming it."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise KdlabError(f"teacher weights not found: {path} (moved or deleted?)") from None
+    except OSError as error:
+        raise KdlabError(f"cannot read the teacher weights {path}: {error.strerror or error}") from None
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError, RuntimeError) as error:
+        raise KdlabError(f"teacher weights {path} are not a valid safetensors file ({error})") from None
+    return tensors, hashlib.sha256(data).hexdigest()

@@ -52,20 +52,23 @@ class TeacherFactory:
                 weights = Path(weights_file(str(weights)))
             statistics, extra = [teacher.record["mean"], teacher.record["std"]], teacher.record
         else:
-            network, teacher_recipe = load_network(spec, self.dataset, checkpoint,
-                                                   features=features_record(data, self.dataset))
+            network, teacher_recipe, digest = load_network(spec, self.dataset, checkpoint,
+                                                           features=features_record(data, self.dataset))
             renormalise = (data.mean, data.std, teacher_recipe.data.mean, teacher_recipe.data.std)
-            teacher = Teacher(network, renormalise=renormalise, compile=compiled, name=name)
+            # what the student distils from, as loaded now: a teacher changed or deleted later is not this one
+            teacher = Teacher(network, renormalise=renormalise, compile=compiled, name=name,
+                              record={"run": str(spec), "checkpoint": checkpoint, "weights_sha256": digest})
             weights = Path(spec) / "checkpoint" / WEIGHTS[checkpoint]
             statistics, extra = [teacher_recipe.data.mean, teacher_recipe.data.std], None
         if self.recipe.runtime.teacher_batch is not None:
             teacher.graph = FixedBatch(teacher.graph, self.recipe.runtime.teacher_batch)
-        teacher.cache = self._cache(weights, statistics, compiled, extra) if weights is not None else None
+        digest = teacher.record.get("weights_sha256")
+        teacher.cache = self._cache(weights, statistics, compiled, extra, digest) if weights is not None else None
         self.teachers.append(teacher)
         return teacher
 
     def _cache(self, weights: Path, teacher_statistics: list, compiled: bool,
-               teacher_view: dict | None = None) -> TeacherLogitCache | None:
+               teacher_view: dict | None = None, weights_sha256: str | None = None) -> TeacherLogitCache | None:
         """A teacher-logit cache (:mod:`kdlab.teacher.cache`) as ``runtime.teacher_cache`` asks, or None
         (data-parallel: each rank holds its own in memory, and rank 0 alone reads and writes the disk cache)."""
         recipe, runtime, dataset, loader = self.recipe, self.runtime, self.dataset, self.train_loader
@@ -82,7 +85,7 @@ class TeacherFactory:
         samples = int(dataset.train.source_index.max()) + 1
         augment = loader.augment
         key = cache_key(
-            teacher_weights=weights, source_fingerprint=dataset.source_fingerprint,
+            teacher_weights=weights, teacher_sha256=weights_sha256, source_fingerprint=dataset.source_fingerprint,
             augment=augment.record() if augment else None,
             normalisation={"student": [recipe.data.mean, recipe.data.std], "teacher": teacher_statistics},
             precision=runtime.precision, device_type=runtime.device.type, teacher_compiled=compiled,
