@@ -31,8 +31,9 @@ from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text
 from kdlab.experiments.pipeline import PlannedRun, adopt_runs, deep_merge, expand_stages, run_stage, validate_runs
 from kdlab.train.engine import TrainingDiverged
+from kdlab.train.interrupt import RunInterrupted, StopSignals
 from kdlab.store.rundir import RunDir
-from kdlab.experiments.workers import worker_pool
+from kdlab.experiments.workers import stop_workers, worker_pool
 
 STUDY_FILE = "study.json"
 DEFAULT_SEEDS = 3
@@ -185,8 +186,13 @@ def train_runs(out: Path, runs: list[PlannedRun], jobs: int = 1, quiet: bool = T
     decode_sources(runs)
     pending = list(runs)
     running: dict[Future, PlannedRun] = {}
-    with worker_pool(jobs) as pool:
+    interrupted: list[str] = []
+    with worker_pool(jobs) as pool, StopSignals() as stop:
+        forwarded = False
         while pending or running:
+            if stop.requested and not forwarded:  # pass the stop on; start nothing new
+                stop_workers(pool)
+                pending, forwarded = [], True
             for run in list(pending):
                 failed = next((name for name in run.teachers if name in failures), None)
                 if failed:
@@ -197,15 +203,20 @@ def train_runs(out: Path, runs: list[PlannedRun], jobs: int = 1, quiet: bool = T
                     running[pool.submit(run_stage, out, run, True)] = run
             if not running:
                 break
-            completed, _ = wait(running, return_when=FIRST_COMPLETED)
+            completed, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
             for future in completed:
                 run = running.pop(future)
                 try:
                     finished(run, future.result(), None)
+                except RunInterrupted:
+                    interrupted.append(run.name)
                 except (KdlabError, TrainingDiverged) as error:
                     finished(run, None, str(error))
                 except Exception as error:  # a bug or a diverged run in a worker: report it, keep the others going
                     finished(run, None, f"{type(error).__name__}: {error}")
+    if stop.requested:
+        names = f" ({', '.join(interrupted)} checkpointed)" if interrupted else ""
+        raise RunInterrupted(stop.signal, f"stopped by {stop.name}{names}; run the same command again to continue")
     return records, failures
 
 

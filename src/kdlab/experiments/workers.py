@@ -29,6 +29,9 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
 
 def _start_worker(threads: int, parent: int) -> None:
     _die_with(parent)
+    # Ctrl-C reaches the whole process group; the parent forwards a stop to its workers as SIGTERM
+    # (:func:`stop_workers`), so a worker hears it once and checkpoints its run (kdlab.train.interrupt).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(threads)
@@ -44,3 +47,14 @@ def _die_with(parent: int) -> None:
         return
     if os.getppid() != parent:
         os._exit(1)
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Send SIGTERM to every live worker of ``pool``: each finishes its step, checkpoints and ends its run as
+    interrupted (the pool's processes are read from its ``_processes`` map, the one place concurrent.futures keeps
+    them)."""
+    for pid in list(getattr(pool, "_processes", None) or {}):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass

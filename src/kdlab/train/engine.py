@@ -10,6 +10,7 @@ and test after every epoch, checkpoints atomically and keeps ``metrics.jsonl`` a
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -47,17 +48,26 @@ class RunStopped(Exception):
 def train(recipe: Recipe, out: str | Path, *, force: bool = False, quiet: bool = False, on_epoch=None) -> dict:
     """Run ``recipe`` into the new run directory ``out``; return the summary. ``on_epoch(record)`` is called with
     each epoch's metrics record once it is saved, and may raise :class:`RunStopped`."""
-    prepared = prepare(recipe)
-    run = RunDir(Path(out))
-    lock = None
-    try:
-        lock = _on_main(prepared, lambda: run.prepare_new(force))
-        if prepared.is_main:
-            atomic_write_text(run.config, dump_recipe(prepared.recipe))
-        return _loop(prepared, run, quiet=quiet or not prepared.is_main, on_epoch=on_epoch)
-    finally:
-        if lock is not None:
-            lock.release()
+    with _stop_signals() as stop:
+        prepared = prepare(recipe)
+        if stop.requested:
+            raise RunInterrupted(stop.signal, f"stopped by {stop.name} before the run started; nothing was written")
+        run = RunDir(Path(out))
+        lock = None
+        try:
+            lock = _on_main(prepared, lambda: run.prepare_new(force))
+            if prepared.is_main:
+                atomic_write_text(run.config, dump_recipe(prepared.recipe))
+            return _loop(prepared, run, stop, quiet=quiet or not prepared.is_main, on_epoch=on_epoch)
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+def _stop_signals() -> StopSignals:
+    """SIGTERM / SIGINT stop a run at a step boundary (:mod:`kdlab.train.interrupt`); not in a data-parallel run,
+    whose ranks would have to agree on the step (torchrun ends every rank on a signal; resume from the last epoch)."""
+    return StopSignals(enabled=int(os.environ.get("WORLD_SIZE", "1")) == 1)
 
 
 def resume(run_dir: str | Path, *, quiet: bool = False) -> dict:
@@ -68,7 +78,11 @@ def resume(run_dir: str | Path, *, quiet: bool = False) -> dict:
             raise KdlabError(f"cannot resume {run.path}: it was stopped before it started (no config.yaml); train it "
                              f"again with kdlab train RECIPE --out {run.path}")
         raise KdlabError(f"cannot resume {run.path}: it is not a kdlab run directory (no config.yaml)")
-    prepared = prepare(load_recipe(run.config))
+    with _stop_signals() as stop:
+        return _resume(run, prepare(load_recipe(run.config)), stop, quiet)
+
+
+def _resume(run: RunDir, prepared: Prepared, stop: StopSignals, quiet: bool) -> dict:
     lock = None
     try:
         lock = _on_main(prepared, run.lock_existing)
@@ -84,7 +98,7 @@ def resume(run_dir: str | Path, *, quiet: bool = False) -> dict:
         has_checkpoint = (run.checkpoint / checkpoint.STATE_FILE).is_file()
         if prepared.distributed is not None:
             has_checkpoint = prepared.distributed.broadcast_object(has_checkpoint)
-        return _loop(prepared, run, quiet=quiet or not prepared.is_main,
+        return _loop(prepared, run, stop, quiet=quiet or not prepared.is_main,
                      resume_from=run.checkpoint if has_checkpoint else None)
     finally:
         if lock is not None:
@@ -107,7 +121,8 @@ def _on_main(prepared: Prepared, action):
     return result
 
 
-def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None = None, on_epoch=None) -> dict:
+def _loop(prepared: Prepared, run: RunDir, stop: StopSignals, quiet: bool, resume_from: Path | None = None,
+          on_epoch=None) -> dict:
     recipe, runtime, method = prepared.recipe, prepared.runtime, prepared.method
     optimizer = make_optimizer(method, recipe)
     writes = prepared.is_main  # data-parallel: rank 0 alone writes the run directory
@@ -175,13 +190,13 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
     tracker = open_tracker(recipe, run.path) if writes else Tracker()
     tracker.start(config=recipe.to_dict(), run_dir=run.path, resumed=resume_from is not None,
                   step=start_epoch * steps_per_epoch + (progress.steps if progress is not None else 0))
-    stop = StopSignals(enabled=prepared.distributed is None)
     run.write_summary(summary("running"))
     last_predictions: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     last_heads = None
     groups = {split: loader.groups for split, loader in prepared.eval_loaders.items()}
     try:
-        stop.__enter__()
+        if stop.requested:  # the signal came while the run was being set up
+            raise interrupted(start_epoch, progress)
         for epoch in range(start_epoch, epochs):
             epoch_start = time.perf_counter() - (progress.seconds if progress is not None else 0.0)
             try:
@@ -272,8 +287,6 @@ def _loop(prepared: Prepared, run: RunDir, quiet: bool, resume_from: Path | None
     except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint stands
         ended("interrupted", summary("interrupted", "interrupted by the user; continue with kdlab train --resume"))
         raise
-    finally:
-        stop.__exit__()
 
 
 class _ReadOnlyRunDir(RunDir):

@@ -5,10 +5,12 @@ loop checks it after every optimizer step, writes an atomic checkpoint of the ex
 :class:`kdlab.train.step.EpochProgress`), marks the run ``interrupted`` and raises :class:`RunInterrupted`, which the
 command turns into the exit status ``128 + signal number`` (143 for SIGTERM, 130 for SIGINT), the shell's
 convention. ``kdlab train --resume RUN_DIR`` then continues to the same final weights and metrics as an
-uninterrupted run. A second signal acts at once, as it would without kdlab (SIGINT raises KeyboardInterrupt, SIGTERM
-ends the process): every file of a run directory is written atomically, so the last checkpoint stays usable.
+uninterrupted run. A second SIGINT acts at once (KeyboardInterrupt: a user pressing Ctrl-C twice means it; every file
+of a run directory is written atomically, so the last checkpoint stays usable); further SIGTERMs are ignored, since a
+scheduler may signal every process of a job and a study's parent forwards its own signal to its workers too.
 
-Handlers are installed only in the main thread (Python delivers signals there) and restored on exit.
+Handlers are installed only in the main thread (Python delivers signals there) and restored on exit; a signal this
+process ignores (``SIG_IGN``: a study's worker ignores SIGINT, which its parent forwards as SIGTERM) stays ignored.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ class RunInterrupted(Exception):
     def __init__(self, signum: int, message: str):
         super().__init__(message)
         self.signum = signum
+
+    def __reduce__(self):  # crosses from a study's worker process to its parent
+        return type(self), (self.signum, str(self))
 
     @property
     def exit_status(self) -> int:
@@ -49,16 +54,19 @@ class StopSignals:
         return signal.Signals(self.signal).name if self.signal is not None else ""
 
     def _handle(self, signum, frame) -> None:
+        if self.signal is not None:  # a repeated SIGTERM: already stopping
+            return
         self.signal = signum
-        print(f"kdlab: {signal.Signals(signum).name} received: finishing this step, then checkpointing (send it "
-              f"again to stop at once)", file=sys.stderr, flush=True)
-        for number in SIGNALS:  # the next one acts as if kdlab were not listening
-            signal.signal(number, signal.default_int_handler if number == signal.SIGINT else signal.SIG_DFL)
+        print(f"kdlab: {signal.Signals(signum).name} received: finishing this step, then checkpointing (Ctrl-C "
+              f"again stops at once)", file=sys.stderr, flush=True)
+        if signal.SIGINT in self._previous:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def __enter__(self) -> "StopSignals":
         if self.enabled:
             for number in SIGNALS:
-                self._previous[number] = signal.signal(number, self._handle)
+                if signal.getsignal(number) is not signal.SIG_IGN:
+                    self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
