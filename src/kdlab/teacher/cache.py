@@ -332,7 +332,7 @@ def remove_cache_files(folder: Path, keep: str | None = None) -> None:
 
 def check_folder(folder: Path) -> str | None:
     """Why the teacher cache in ``folder`` is not valid, or None when it is valid or absent (for tests and tools;
-    it changes nothing)."""
+    it changes nothing but creating the folder's lock file)."""
     with folder_lock(folder) if folder.is_dir() else nullcontext():
         try:
             read_cache(folder)
