@@ -8,8 +8,6 @@ import platform
 import subprocess
 from pathlib import Path
 
-import torch
-
 __version__ = "0.1.0"
 
 
@@ -31,8 +29,10 @@ def git_sha() -> str | None:
 
 
 @functools.lru_cache(maxsize=4)
-def machine_description(device: torch.device | str = "cpu") -> str:
-    """E.g. 'AMD EPYC, 2 cores, x86_64' or 'NVIDIA H100 80GB HBM3' for a CUDA device."""
+def machine_description(device="cpu") -> str:
+    """E.g. 'AMD EPYC, 2 cores, x86_64' or 'NVIDIA H100 80GB HBM3' for a CUDA device (a torch.device or its name)."""
+    import torch  # here, so that ``import kdlab`` does not load torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
