@@ -1,4 +1,4 @@
-"""``kdlab export``: one head of an online-distillation run as a run directory of its own.
+"""``kdlab export RUN --head peerN --out DIR``: one head of an online-distillation run as a run directory of its own.
 
 A run of an online method (``kdlab.methods.names(heads=True)``) already writes its inference head (the group leader, a named peer
 or the best peer) as ``checkpoint/model.safetensors``, a plain ``model.name`` network. ``export_head`` writes any other
