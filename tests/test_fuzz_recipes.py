@@ -266,3 +266,35 @@ def test_train_with_a_bad_recipe_exits_2_with_one_line_and_writes_nothing(doc, t
         assert len(lines) == 1 and lines[0].startswith("kdlab: error: "), result.stderr
         assert not out.exists()
         assert sorted(p.name for p in Path(folder).iterdir()) == ["recipe.yaml"]
+
+
+#: what keeps a fuzzed recipe that validates quick to train: one short epoch, no compile, few images
+QUICK = ["train.epochs=1", "data.train_size=120", "data.val_size=0.2", "runtime.compile=false", "train.batch_size=32",
+         "data.cache_dir=null", "logging.tensorboard=false", "robustness=null"]
+
+
+@settings(FUZZ, max_examples=60)
+@given(st.one_of(st.tuples(documents(), st.lists(overrides.filter(lambda t: not t.startswith("-")), max_size=2)),
+                 method_overrides().map(lambda texts: (copy.deepcopy(VALID), [t for t in texts if not t.startswith("-")]))))
+def test_train_with_any_recipe_exits_0_1_or_2_with_at_most_one_line_never_a_traceback(case):
+    """Valid or not, a fuzzed recipe given to ``kdlab train`` ends with status 0 (trained), 2 (a user error: one
+    line) or 1 (diverged: one line), never a traceback; a refused one leaves no run folder."""
+    doc, texts = case
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            text = yaml.safe_dump(doc, allow_unicode=True)
+        except yaml.YAMLError:
+            text = repr(doc)
+        path = Path(folder) / "recipe.yaml"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        out = Path(folder) / "out"
+        result = kdlab_main("train", path, *texts, *QUICK, "--out", out, "--quiet")
+        errors = [line for line in result.stderr.splitlines() if line.startswith("kdlab:") or "Traceback" in line]
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.returncode in (0, 1, 2), (result.returncode, result.stderr)
+        if result.returncode == 0:
+            assert errors == [] and (out / "summary.json").is_file()
+        else:
+            assert len(errors) == 1 and errors[0].startswith("kdlab: error: "), result.stderr
+        if result.returncode == 2:
+            assert not out.exists()
