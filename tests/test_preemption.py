@@ -190,3 +190,24 @@ def test_interrupt_exit_status_is_distinct():
 
     codes = {RunInterrupted(signal.SIGTERM, "x").exit_status, RunInterrupted(signal.SIGINT, "x").exit_status}
     assert codes == {143, 130} and not codes & {0, 1, 2}
+
+
+def test_a_pipeline_stopped_by_sigterm_continues_where_it_stopped(tmp_path):
+    """SIGTERM while the pipeline's student trains: exit 143, the student interrupted with a checkpoint; the same
+    command again reuses the finished teacher and resumes the student to the uninterrupted result."""
+    pipeline = write(tmp_path / "pipeline.yaml", {
+        "base": BASE, "stages": {"teacher": {"method": {"name": "ce"}},
+                                 "student": {"method": {"name": "kd", "teacher": "@teacher", "alpha": 0.9, "tau": 4.0}}}})
+    whole = tmp_path / "whole"
+    assert launch.run("pipeline", pipeline, "--out", whole, "--quiet").returncode == 0
+    cut = tmp_path / "cut"
+    proc = launch.start("pipeline", pipeline, "--out", cut, "--quiet")
+    seconds = summary(whole / "student")["wall_seconds"]
+    assert stop_when_training(proc, cut / "student", seconds, random.Random(3), signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, proc.output()
+    assert summary(cut / "student")["status"] == "interrupted"
+    teacher_mtime = (cut / "teacher" / "summary.json").stat().st_mtime_ns
+    assert launch.run("pipeline", pipeline, "--out", cut, "--quiet").returncode == 0
+    assert (cut / "teacher" / "summary.json").stat().st_mtime_ns == teacher_mtime
+    for name in ("teacher", "student"):
+        assert_same_result(cut / name, whole / name)
