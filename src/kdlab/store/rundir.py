@@ -41,7 +41,11 @@ class RunLock:
         except ImportError:  # not a POSIX system: no lock
             return self
         path = self.folder / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:  # a read-only or full file system, a folder without write permission
+            raise KdlabError(f"cannot lock {self.folder}: {error.strerror or error} (kdlab writes its runs there)") \
+                from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -83,6 +83,7 @@ def resume(run_dir: str | Path, *, quiet: bool = False) -> dict:
 
 
 def _resume(run: RunDir, prepared: Prepared, stop: StopSignals, quiet: bool) -> dict:
+    _check_same_teachers(run, run.read_summary(), prepared)  # before the lock: a refused resume changes nothing
     lock = None
     try:
         lock = _on_main(prepared, run.lock_existing)
@@ -103,6 +104,19 @@ def _resume(run: RunDir, prepared: Prepared, stop: StopSignals, quiet: bool) -> 
     finally:
         if lock is not None:
             lock.release()
+
+
+def _check_same_teachers(run: RunDir, summary: dict | None, prepared: Prepared) -> None:
+    """A resumed run distils from the teachers it started with: weights that changed since (the sha256 its summary
+    recorded at the start) are a one-line error, not a silent switch of teacher half-way."""
+    before = (summary or {}).get("teachers") or {}
+    now = prepared.teachers.records() if prepared.teachers is not None else {}
+    for name, record in before.items():
+        then, current = record.get("weights_sha256"), (now.get(name) or {}).get("weights_sha256")
+        if then and current and then != current:
+            raise KdlabError(f"cannot resume {run.path}: its {name} ({record.get('run')}) has other weights than when "
+                             f"the run started (sha256 {then[:12]} then, {current[:12]} now); restore that teacher or "
+                             f"train the student again")
 
 
 def _on_main(prepared: Prepared, action):

@@ -10,6 +10,8 @@ saves their caches, reports them and evaluates the student's fidelity to the fir
 
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 
 import torch
@@ -131,16 +133,14 @@ class TeacherFactory:
         return any(t.cache is not None for t in self.teachers)
 
     def save_caches(self) -> None:
-        """Write every teacher's cache; a cache that cannot be written is a warning (it only saves time)."""
-        import warnings
-
+        """Write every teacher's cache; a cache that cannot be written is a one-line warning (it only saves time)."""
         for teacher in self.teachers:
             if teacher.cache is None:
                 continue
             try:
                 teacher.cache.save()
             except WriteError as error:
-                warnings.warn(f"teacher-logit cache not saved: {error}", stacklevel=2)
+                print(f"kdlab: warning: teacher-logit cache not saved: {error}", file=sys.stderr, flush=True)
 
     def cache_record(self) -> dict | None:
         """The first teacher's cache record for the summary (``teacher_cache``), or None."""
