@@ -8,7 +8,8 @@ Layout of ``RUN_DIR/checkpoint/``:
 * ``method-EEEE.safetensors``: the trainable state of the method (``method.state_dict()``); ``method-EEEE-SSSSSS``
   for a mid-epoch checkpoint (written on SIGTERM/SIGINT, :mod:`kdlab.train.interrupt`) after step S of epoch E+1,
   whose ``state.json`` also holds the epoch's progress (``partial``).
-* ``optimizer-EEEE.safetensors``: the optimizer's tensors (momentum buffers) and the torch RNG state.
+* ``optimizer-EEEE.safetensors``: the optimizer's tensors (momentum buffers) and the torch RNG state (CPU, and the
+  current CUDA device's when CUDA is in use).
 * ``model.safetensors`` / ``best.safetensors``: the evaluated model alone (plain ``kdlab.models`` keys) after the
   last and the best epoch, for ``kdlab eval`` and users' own code.
 
@@ -91,6 +92,8 @@ def save_checkpoint(directory: Path, epoch: int, method: torch.nn.Module, optimi
     method_file, optim_file = f"method-{point}.safetensors", f"optimizer-{point}.safetensors"
     optim_tensors, optim_rest = split_optimizer_state(optimizer)
     optim_tensors["rng.torch_cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # the current device's generator
+        optim_tensors["rng.torch_cuda"] = torch.cuda.get_rng_state()
     pointer = {
         "format": 1,
         "epoch": epoch,
@@ -152,6 +155,7 @@ def restore_checkpoint(directory: Path, method: torch.nn.Module, optimizer: torc
     optim_path = directory / state["optimizer_file"]
     optim_tensors = load_tensors(optim_path, sums[state["optimizer_file"]])
     rng = optim_tensors.pop("rng.torch_cpu", None)
+    cuda_rng = optim_tensors.pop("rng.torch_cuda", None)
     if rng is None or rng.dtype != torch.uint8:
         raise KdlabError(f"checkpoint file {optim_path} holds no torch RNG state (rng.torch_cpu)")
     try:
@@ -159,6 +163,8 @@ def restore_checkpoint(directory: Path, method: torch.nn.Module, optimizer: torc
     except (ValueError, KeyError, TypeError, IndexError) as error:
         raise KdlabError(f"optimizer state in {directory} does not fit this run ({error})") from None
     torch.set_rng_state(rng)
+    if cuda_rng is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda_rng)
     return state
 
 
