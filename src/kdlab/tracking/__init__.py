@@ -37,15 +37,5 @@ class Tracker:
 
 def open_tracker(recipe, run_dir: Path) -> Tracker:
     """The trackers ``recipe.logging`` asks for, as one :class:`Tracker` (a no-op one when it asks for none).
-
-    No backend is built yet (issue 26): ``tensorboard: auto`` is off, and asking for a tracker explicitly is a
-    one-line error rather than a run that silently logs nothing."""
-    from kdlab.errors import KdlabError
-
-    settings = recipe.logging
-    for name, asked in (("tensorboard", settings.tensorboard is True), ("mlflow", settings.mlflow),
-                        ("wandb", settings.wandb)):
-        if asked:
-            raise KdlabError(f"logging.{name}: this kdlab has no {name} tracker yet; leave it unset (the run's "
-                             f"metrics.jsonl and summary.json hold every logged value)")
+    No backend is built yet (issue 26): the recipe refuses an explicit request (:mod:`kdlab.tracking.settings`)."""
     return Tracker()
