@@ -30,9 +30,9 @@ class LoggingConfig(BaseModel):
 
     @model_validator(mode="after")
     def _not_built_yet(self):
-        # No backend exists yet: refuse an explicit request at load time (before any run folder is made) rather
+        # A backend not built yet: refuse an explicit request at load time (before any run folder is made) rather
         # than run and log nothing.
-        for name, asked in (("tensorboard", self.tensorboard is True), ("mlflow", self.mlflow), ("wandb", self.wandb)):
+        for name, asked in (("mlflow", self.mlflow), ("wandb", self.wandb)):
             if asked:
                 raise ValueError(f"this kdlab has no {name} tracker yet; leave logging.{name} unset "
                                  f"(metrics.jsonl and summary.json hold every logged value)")
