@@ -13,9 +13,13 @@ import copy
 import io
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,7 @@ import yaml
 from _cli import ROOT, assert_user_error, kdlab_main, write_recipe
 from conftest import DIGITS_RECIPE
 from kdlab.config import load_recipe
+from kdlab.tracking import as_text, flatten
 from kdlab.train.engine import RunStopped, resume, train
 
 EVERY = 5  # per-step scalars every this many optimizer steps
@@ -143,13 +148,110 @@ def check_tensorboard(run: Path) -> None:
         assert scalars(accumulator, f"hparam/{metric}") == [(total, float(np.float32(summary["final"][metric])))]
 
 
+# ------------------------------------------------------------------------------------------------ MLflow
+
+
+def _mlflow_run(run: Path):
+    """The client of the store a run logged to (from its tracking.json) and its MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    stored = json.loads((run / "tracking.json").read_text())["mlflow"]
+    client = MlflowClient(tracking_uri=stored["tracking_uri"])
+    return client, client.get_run(stored["run_id"])
+
+
+def metric_history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def check_mlflow(run: Path, uri: str) -> None:
+    """The MLflow run of a completed kdlab run: params = the config, epoch metrics = metrics.jsonl (exactly), step
+    metrics = TensorBoard's, status FINISHED, kdlab tags, summary.json and config.yaml as artifacts."""
+    from mlflow.artifacts import download_artifacts
+
+    from kdlab.tracking.mlflow import metric_name
+    from kdlab.version import __version__
+
+    client, got = _mlflow_run(run)
+    assert json.loads((run / "tracking.json").read_text())["mlflow"]["tracking_uri"] == uri
+    run_id, history = got.info.run_id, records(run)
+    assert got.info.status == "FINISHED"
+    assert got.data.tags["kdlab.status"] == "completed" and got.data.tags["kdlab.version"] == __version__
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert got.data.tags["kdlab.method"] == config["method"]["name"]
+    assert got.data.params == {key: as_text(value) for key, value in flatten(config).items()}
+    per_epoch = _steps_from_events(run)
+    keys = set().union(*(numeric(record) for record in history))
+    for key in keys:
+        expected = [((i + 1) * per_epoch, float(record[key])) for i, record in enumerate(history) if key in record]
+        assert metric_history(client, run_id, metric_name(f"epoch/{key}")) == expected, key
+    accumulator = events(run)
+    step_tags = [f"loss/{term}" for term in loss_terms(run)] + list(STEP_TAGS)
+    for tag in step_tags:
+        held = [(step, float(np.float32(value))) for step, value in metric_history(client, run_id, tag)]
+        assert held == scalars(accumulator, tag), tag
+    assert set(got.data.metrics) == {metric_name(f"epoch/{key}") for key in keys} | set(step_tags)
+    assert {artifact.path for artifact in client.list_artifacts(run_id)} == {"summary.json", "config.yaml"}
+    copy_of = Path(download_artifacts(run_id=run_id, artifact_path="summary.json", tracking_uri=uri,
+                                      dst_path=str(run.parent / f"{run.name}-artifacts")))
+    assert json.loads(copy_of.read_text()) == json.loads((run / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(place):
+    """A real MLflow tracking server on a free local port (SQLite backend, artifacts served by it), stopped at the
+    end of the module; skipped only when it cannot start here."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = place / "mlflow-server"
+    folder.mkdir()
+    log = (folder / "server.log").open("wb")
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job-runner processes
+    try:
+        server = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                  start_new_session=True)
+    except OSError as error:
+        pytest.skip(f"the mlflow server cannot start on this machine: {error}")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if server.poll() is not None:
+                tail = (folder / "server.log").read_text(errors="replace")[-500:]
+                pytest.skip(f"the mlflow server exited with {server.returncode} on start: {tail}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.skip("the mlflow server did not answer /health within 120 s on this machine")
+            time.sleep(0.25)
+        yield url
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+        log.close()
+
+
 # ------------------------------------------------------------------------------------------------ the runs
+
+PLAIN_LOGGING = {"mlflow": True}  # MLflow at its default: the file store ./mlruns of the working directory
 
 
 @pytest.fixture(scope="module")
 def plain(place):
     out = place / "study" / "plain"
-    summary, stderr = train_quietly(recipe({"name": "ls", "eps": 0.1}, {}), out)
+    summary, stderr = train_quietly(recipe({"name": "ls", "eps": 0.1}, PLAIN_LOGGING), out)
     return out, summary, stderr
 
 
@@ -177,14 +279,16 @@ def teacher(place):
 @pytest.fixture(scope="module")
 def kd(place, teacher):
     out = place / "study" / "kd"
-    summary, stderr = train_quietly(recipe({"name": "kd", "teacher": str(teacher[0])}, {}), out)
+    logging = {"mlflow": True, "mlflow_uri": f"sqlite:///{place / 'kd-mlflow.db'}"}
+    summary, stderr = train_quietly(recipe({"name": "kd", "teacher": str(teacher[0])}, logging), out)
     return out, summary, stderr
 
 
 @pytest.fixture(scope="module")
-def online(place):
+def online(place, mlflow_server):
     out = place / "study" / "dml"
-    summary, stderr = train_quietly(recipe({"name": "dml"}, {}, model={"name": "resnet8"}), out)
+    logging = {"mlflow": True, "mlflow_uri": mlflow_server}
+    summary, stderr = train_quietly(recipe({"name": "dml"}, logging, model={"name": "resnet8"}), out)
     return out, summary, stderr
 
 
@@ -198,8 +302,10 @@ def resumed(place, plain):
             raise RunStopped("interrupted", "stopped by the test after epoch 1")
 
     with pytest.raises(RunStopped):
-        train_quietly(recipe({"name": "ls", "eps": 0.1}, {}), out, on_epoch=stop_after_first)
-    first_session = {p.name for p in (out / "tensorboard").iterdir()}
+        train_quietly(recipe({"name": "ls", "eps": 0.1}, PLAIN_LOGGING), out, on_epoch=stop_after_first)
+    first_session = {"tensorboard": {p.name for p in (out / "tensorboard").iterdir()},
+                     "tracking": json.loads((out / "tracking.json").read_text())}
+    first_session["mlflow_status"] = _mlflow_run(out)[1].info.status
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         summary = resume(out, quiet=True)
@@ -245,7 +351,7 @@ def test_resumed_run_continues_the_same_tensorboard_dir_without_duplicates(plain
     out, summary, stderr, first_session = resumed
     assert summary["status"] == "completed" and kdlab_lines(stderr) == []
     files = {p.name for p in (out / "tensorboard").iterdir()}
-    assert first_session < files and len(files) == 2  # the same folder, one more event file
+    assert first_session["tensorboard"] < files and len(files) == 2  # the same folder, one more event file
     check_tensorboard(out)
     # the steps are the uninterrupted run's, once each, with its values (kdlab resumes bit-identically)
     reference, continued = events(plain[0]), events(out)
@@ -312,3 +418,72 @@ def test_an_unknown_logging_key_is_a_one_line_error(tmp_path, place):
     path = write_recipe(tmp_path, recipe({"name": "ce"}, {"tensorbord": True}))
     assert_user_error(kdlab_main("train", path, "--out", tmp_path / "run"), "logging", "tensorbord")
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------------ MLflow tests
+
+
+def test_plain_run_mlflow_file_store_in_the_working_directory(place, plain):
+    out, summary, stderr = plain
+    assert kdlab_lines(stderr) == []
+    check_mlflow(out, (place / "mlruns").resolve().as_uri())
+
+
+def test_kd_run_mlflow_sqlite_store(place, kd):
+    check_mlflow(kd[0], f"sqlite:///{place / 'kd-mlflow.db'}")
+
+
+def test_online_run_mlflow_tracking_server(online, mlflow_server):
+    out, summary, stderr = online
+    assert kdlab_lines(stderr) == [] and "View run" not in stderr
+    check_mlflow(out, mlflow_server)
+
+
+def test_resumed_run_continues_the_same_mlflow_run(place, plain, resumed):
+    out, summary, stderr, first_session = resumed
+    assert first_session["mlflow_status"] == "KILLED"  # interrupted after epoch 1
+    assert json.loads((out / "tracking.json").read_text()) == first_session["tracking"]
+    check_mlflow(out, (place / "mlruns").resolve().as_uri())
+    client, got = _mlflow_run(out)
+    reference_client, reference = _mlflow_run(plain[0])
+    for key in ("loss/ce", "lr", "grad_norm", "epoch/train_loss", "epoch/test_acc"):
+        assert metric_history(client, got.info.run_id, key) == \
+            metric_history(reference_client, reference.info.run_id, key), key
+
+
+def test_mlflow_resume_never_logs_a_step_twice(tmp_path):
+    """A session killed after logging steps 1..8 (checkpoint at step 5) and resumed: MLflow cannot delete points,
+    so the resumed session logs only past what the store holds; every step once, the same run, FINISHED."""
+    from types import SimpleNamespace
+
+    from kdlab.tracking import Trackers
+    from kdlab.tracking.mlflow import MlflowTracker
+
+    uri = (tmp_path / "store").as_uri()
+    settings = SimpleNamespace(mlflow_uri=uri, mlflow_experiment="unit", every_steps=1)
+    first = Trackers([MlflowTracker(settings, tmp_path)], 1)
+    first.start(config={"seed": 0}, run_dir=tmp_path, resumed=False, step=0)
+    for step in range(1, 9):
+        first.log_step(step, {"loss/ce": 1.0})
+    second = Trackers([MlflowTracker(settings, tmp_path)], 1)
+    second.start(config={"seed": 0}, run_dir=tmp_path, resumed=True, step=5)
+    for step in range(6, 11):
+        second.log_step(step, {"loss/ce": 2.0})
+    second.finish(status="completed", summary={}, run_dir=tmp_path)
+    client, got = _mlflow_run(tmp_path)
+    assert got.info.run_id == first.backends[0]._run_id or first.backends[0]._run_id is None
+    assert metric_history(client, got.info.run_id, "loss/ce") == [(s, 1.0) for s in range(1, 9)] + [(9, 2.0),
+                                                                                                    (10, 2.0)]
+    assert got.info.status == "FINISHED" and len(client.search_runs([got.info.experiment_id])) == 1
+
+
+def test_mlflow_asked_without_the_package_is_one_line_error_before_training(tmp_path, place, monkeypatch):
+    for name in [name for name in sys.modules if name == "mlflow" or name.startswith("mlflow.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
+    path = write_recipe(tmp_path, recipe({"name": "ce"}, {"mlflow": True, "tensorboard": False}))
+    result = kdlab_main("train", path, "--out", tmp_path / "run")
+    line = assert_user_error(result, "logging.mlflow needs the mlflow package: pip install 'kdlab[mlflow]'")
+    assert line == "kdlab: error: logging.mlflow needs the mlflow package: pip install 'kdlab[mlflow]'"
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not (tmp_path / "run" / "checkpoint" / "state.json").exists()

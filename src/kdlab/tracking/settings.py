@@ -32,7 +32,7 @@ class LoggingConfig(BaseModel):
     def _not_built_yet(self):
         # A backend not built yet: refuse an explicit request at load time (before any run folder is made) rather
         # than run and log nothing.
-        for name, asked in (("mlflow", self.mlflow), ("wandb", self.wandb)):
+        for name, asked in (("wandb", self.wandb),):
             if asked:
                 raise ValueError(f"this kdlab has no {name} tracker yet; leave logging.{name} unset "
                                  f"(metrics.jsonl and summary.json hold every logged value)")
