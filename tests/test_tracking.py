@@ -13,6 +13,7 @@ import copy
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -243,9 +244,76 @@ def mlflow_server(place):
         log.close()
 
 
+# ------------------------------------------------------------------------------------------------ W&B
+
+
+def wandb_records(offline_run: Path) -> list[dict]:
+    """The records of an offline run's .wandb transaction log, through wandb's own reader (``wandb leet inspect
+    --json``, the wandb-core tool that decodes the log)."""
+    (log,) = offline_run.glob("run-*.wandb")
+    result = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(log)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def wandb_sessions(run: Path) -> list[list[dict]]:
+    """The records of each offline session of the run (one folder per session, oldest first)."""
+    run_id = json.loads((run / "tracking.json").read_text())["wandb"]["run_id"]
+    # offline-run-<time>-<id>, with -1, -2... when a session of the same run starts within the same second
+    named = [(re.fullmatch(rf"offline-run-(\d{{8}}_\d{{6}})-{run_id}(?:-(\d+))?", p.name), p)
+             for p in (run / "wandb").glob("offline-run-*")]
+    folders = [p for _, p in sorted(((m.group(1), int(m.group(2) or 0)), p) for m, p in named if m)]
+    assert folders, f"no offline run of {run_id} under {run / 'wandb'}"
+    return [wandb_records(folder) for folder in folders]
+
+
+def wandb_history(sessions: list[list[dict]]) -> dict[int, dict]:
+    """step -> the history row logged at it, over every session; a step logged twice fails."""
+    rows: dict[int, dict] = {}
+    for session in sessions:
+        for record in session:
+            if record["type"] == "history":
+                item = record["history"]["item"]
+                assert item["_step"] not in rows, f"step {item['_step']} logged twice"
+                rows[item["_step"]] = item
+    return rows
+
+
+def check_wandb(run: Path, project: str = "kdlab", sessions: int = 1) -> None:
+    """The offline W&B run: never online, config = config.yaml, history = metrics.jsonl (exactly) and the step
+    scalars TensorBoard holds, summary with the status and final metrics, exit code 0."""
+    found = wandb_sessions(run)
+    assert len(found) == sessions
+    history, summary = wandb_history(found), json.loads((run / "summary.json").read_text())
+    for session in found:
+        (start,) = [record["run"] for record in session if record["type"] == "run"]
+        assert start["project"] == project and start["telemetry"]["feature"]["offline"] is True
+        config = {key: value for key, value in start["config"]["update"].items() if key != "_wandb"}
+        assert config == yaml.safe_load((run / "config.yaml").read_text())
+    records_ = records(run)
+    per_epoch = _steps_from_events(run)
+    for key in set().union(*(numeric(record) for record in records_)):
+        expected = [((i + 1) * per_epoch, float(record[key])) for i, record in enumerate(records_) if key in record]
+        assert [(step, row[f"epoch/{key}"]) for step, row in sorted(history.items()) if f"epoch/{key}" in row] == \
+            expected, key
+    accumulator = events(run)
+    for tag in [f"loss/{term}" for term in loss_terms(run)] + list(STEP_TAGS):
+        held = [(step, float(np.float32(row[tag]))) for step, row in sorted(history.items()) if tag in row]
+        assert held == scalars(accumulator, tag), tag
+    final = {}
+    for record in found[-1]:
+        if record["type"] == "summary":
+            final.update(record["summary"].get("update") or {})
+    assert final["status"] == "completed" and final["final/test_acc"] == summary["final"]["test_acc"]
+    exits = [record["exit"] for record in found[-1] if record["type"] == "exit"]
+    assert exits and exits[-1].get("exit_code", 0) == 0
+
+
 # ------------------------------------------------------------------------------------------------ the runs
 
-PLAIN_LOGGING = {"mlflow": True}  # MLflow at its default: the file store ./mlruns of the working directory
+#: every backend: MLflow at its default (the file store ./mlruns of the working directory), W&B offline
+PLAIN_LOGGING = {"mlflow": True, "wandb": True}
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +355,7 @@ def kd(place, teacher):
 @pytest.fixture(scope="module")
 def online(place, mlflow_server):
     out = place / "study" / "dml"
-    logging = {"mlflow": True, "mlflow_uri": mlflow_server}
+    logging = {"mlflow": True, "mlflow_uri": mlflow_server, "wandb": True, "wandb_project": "online"}
     summary, stderr = train_quietly(recipe({"name": "dml"}, logging, model={"name": "resnet8"}), out)
     return out, summary, stderr
 
@@ -463,6 +531,7 @@ def test_mlflow_resume_never_logs_a_step_twice(tmp_path):
     settings = SimpleNamespace(mlflow_uri=uri, mlflow_experiment="unit", every_steps=1)
     first = Trackers([MlflowTracker(settings, tmp_path)], 1)
     first.start(config={"seed": 0}, run_dir=tmp_path, resumed=False, step=0)
+    first_id = json.loads((tmp_path / "tracking.json").read_text())["mlflow"]["run_id"]
     for step in range(1, 9):
         first.log_step(step, {"loss/ce": 1.0})
     second = Trackers([MlflowTracker(settings, tmp_path)], 1)
@@ -471,7 +540,7 @@ def test_mlflow_resume_never_logs_a_step_twice(tmp_path):
         second.log_step(step, {"loss/ce": 2.0})
     second.finish(status="completed", summary={}, run_dir=tmp_path)
     client, got = _mlflow_run(tmp_path)
-    assert got.info.run_id == first.backends[0]._run_id or first.backends[0]._run_id is None
+    assert got.info.run_id == first_id
     assert metric_history(client, got.info.run_id, "loss/ce") == [(s, 1.0) for s in range(1, 9)] + [(9, 2.0),
                                                                                                     (10, 2.0)]
     assert got.info.status == "FINISHED" and len(client.search_runs([got.info.experiment_id])) == 1
@@ -487,3 +556,27 @@ def test_mlflow_asked_without_the_package_is_one_line_error_before_training(tmp_
     assert line == "kdlab: error: logging.mlflow needs the mlflow package: pip install 'kdlab[mlflow]'"
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
     assert not (tmp_path / "run" / "checkpoint" / "state.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------ W&B tests
+
+
+def test_plain_run_wandb_offline_run_holds_the_metrics(plain):
+    check_wandb(plain[0])
+
+
+def test_online_run_wandb_offline_run_holds_every_peer_metric(online):
+    check_wandb(online[0], project="online")
+
+
+def test_resumed_run_continues_the_same_wandb_run(plain, resumed):
+    out, summary, stderr, first_session = resumed
+    assert json.loads((out / "tracking.json").read_text())["wandb"] == first_session["tracking"]["wandb"]
+    check_wandb(out, sessions=2)
+    first, second = wandb_sessions(out)
+    assert [r["exit"].get("exit_code", 0) for r in first if r["type"] == "exit"] == [1]  # the interrupted session
+    reference, continued = wandb_history(wandb_sessions(plain[0])), wandb_history([first, second])
+    assert sorted(continued) == sorted(reference)
+    for step, row in reference.items():
+        for tag in ("loss/ce", "lr", "grad_norm", "epoch/train_loss", "epoch/test_acc"):
+            assert continued[step].get(tag) == row.get(tag), (step, tag)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class LoggingConfig(BaseModel):
@@ -27,13 +27,3 @@ class LoggingConfig(BaseModel):
     wandb_project: str = Field("kdlab", min_length=1, description="W&B project name")
     every_steps: int = Field(50, ge=1, description="per-step scalars (every loss term, lr, gradient norm, "
                              "throughput) every this many optimizer steps")
-
-    @model_validator(mode="after")
-    def _not_built_yet(self):
-        # A backend not built yet: refuse an explicit request at load time (before any run folder is made) rather
-        # than run and log nothing.
-        for name, asked in (("wandb", self.wandb),):
-            if asked:
-                raise ValueError(f"this kdlab has no {name} tracker yet; leave logging.{name} unset "
-                                 f"(metrics.jsonl and summary.json hold every logged value)")
-        return self
