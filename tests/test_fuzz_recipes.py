@@ -246,6 +246,17 @@ def failing(doc: dict, texts: list[str]) -> bool:
     return False
 
 
+def write_document(folder: Path, doc: dict) -> Path:
+    """``doc`` as ``folder/recipe.yaml`` (its repr where YAML cannot hold it: the file is then simply invalid)."""
+    try:
+        text = yaml.safe_dump(doc, allow_unicode=True)
+    except yaml.YAMLError:
+        text = repr(doc)
+    path = folder / "recipe.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    return path
+
+
 @settings(FUZZ, max_examples=60)
 @given(documents(), st.lists(overrides.filter(lambda t: not t.startswith("-")), max_size=3))
 def test_train_with_a_bad_recipe_exits_2_with_one_line_and_writes_nothing(doc, texts):
@@ -253,12 +264,7 @@ def test_train_with_a_bad_recipe_exits_2_with_one_line_and_writes_nothing(doc, t
     if not failing(doc, texts):
         texts = [*texts, "train.epochs=0"]
     with tempfile.TemporaryDirectory() as folder:
-        try:
-            text = yaml.safe_dump(doc, allow_unicode=True)
-        except yaml.YAMLError:
-            text = repr(doc)
-        path = Path(folder) / "recipe.yaml"
-        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        path = write_document(Path(folder), doc)
         out = Path(folder) / "out"
         result = kdlab_main("train", path, *texts, "--out", out)
         lines = result.stderr.splitlines()
@@ -281,12 +287,7 @@ def test_train_with_any_recipe_exits_0_1_or_2_with_at_most_one_line_never_a_trac
     line) or 1 (diverged: one line), never a traceback; a refused one leaves no run folder."""
     doc, texts = case
     with tempfile.TemporaryDirectory() as folder:
-        try:
-            text = yaml.safe_dump(doc, allow_unicode=True)
-        except yaml.YAMLError:
-            text = repr(doc)
-        path = Path(folder) / "recipe.yaml"
-        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        path = write_document(Path(folder), doc)
         out = Path(folder) / "out"
         result = kdlab_main("train", path, *texts, *QUICK, "--out", out, "--quiet")
         errors = [line for line in result.stderr.splitlines() if line.startswith("kdlab:") or "Traceback" in line]
