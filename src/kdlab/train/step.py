@@ -149,7 +149,7 @@ def train_epoch(prepared: Prepared, optimizer, epoch: int, *, show_bar: bool = F
         bar.update()
         if log_every is not None and (epoch * steps_per_epoch + step + 1) % log_every == 0:
             now = time.perf_counter()
-            scalars = {f"loss/{name}": float(value) for name, value in terms.items()}
+            scalars = {f"loss/{name}": float(value.detach()) for name, value in terms.items()}
             scalars.update({"loss/total": float(sum(scalars.values())), "lr": lr, "grad_norm": float(grad_norm),
                             "images_per_second": (seen - logged_seen) / max(now - logged_at, 1e-9)})
             tracker.log_step(epoch * steps_per_epoch + step + 1, scalars)
