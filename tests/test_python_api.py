@@ -57,7 +57,7 @@ def test_load_run_batches_and_evaluate_agree_with_the_run(tmp_path):
     run = kdlab.load_run(tmp_path / "run")
     import torch
 
-    with torch.inference_mode():
+    with torch.inference_mode(), run.runtime.autocast():  # in the run's precision, as its evaluation computed
         pairs = [(run.model(x).argmax(1) == y).sum().item() for x, y in kdlab.batches(run, "test")]
     n = sum(len(y) for _, y in kdlab.batches(run, "test"))
     assert sum(pairs) / n == pytest.approx(summary["final"]["test_acc"], abs=1e-9)

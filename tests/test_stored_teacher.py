@@ -4,6 +4,7 @@ whose teacher ran live on the same stored views; top-k rebuilding; the store on 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -85,7 +86,7 @@ def test_the_store_round_trips_on_disk_and_refuses_other_boxes(tmp_path):
     store.logits(lambda x: x, logits, (torch.arange(8), torch.ones(8, dtype=torch.long)))
     assert store.save()
     meta = json.loads((tmp_path / "meta.json").read_text())
-    assert meta["top_k"] == 2 and meta["shape"] == [8, 2] and meta["filled"] == 8 and meta["dtype"] == "torch.bfloat16"
+    assert meta["top_k"] == 2 and meta["shape"] == [8, 2, 2] and meta["filled"] == 8 and meta["dtype"] == "torch.bfloat16"
     again = StoredTeacherViews(boxes, 5, torch.bfloat16, "k1", top_k=2, folder=tmp_path)
     calls = []
     got = again.logits(lambda x: calls.append(x) or x, logits, (torch.arange(8), torch.ones(8, dtype=torch.long)))
@@ -94,3 +95,60 @@ def test_the_store_round_trips_on_disk_and_refuses_other_boxes(tmp_path):
         StoredTeacherViews(boxes + 1, 5, torch.bfloat16, "k1", top_k=2, folder=tmp_path)
     with pytest.raises(KdlabError, match="teacher_top_k must lie in 1..5"):
         StoredTeacherViews(boxes, 5, torch.bfloat16, "k1", top_k=6)
+
+
+def _filled_store(folder, top_k=2):
+    boxes = torch.arange(8 * 2 * 5, dtype=torch.int32).reshape(8, 2, 5)
+    store = StoredTeacherViews(boxes, 5, torch.bfloat16, "k1", top_k=top_k, folder=folder)
+    logits = torch.randn(8, 5, generator=torch.Generator().manual_seed(0)).bfloat16()
+    store.logits(lambda x: x, logits, (torch.arange(8), torch.zeros(8, dtype=torch.long)))
+    assert store.save()
+    return boxes, logits
+
+
+def _truncate(folder):
+    data = next(folder.glob("logits-*.safetensors"))
+    os.truncate(data, data.stat().st_size // 2)
+
+
+def _flip_last_byte(folder):
+    data = next(folder.glob("logits-*.safetensors"))
+    raw = bytearray(data.read_bytes())
+    raw[-1] ^= 0xFF
+    data.write_bytes(bytes(raw))
+
+
+def _format_1(folder):
+    """The layout before checksums: views.safetensors and a meta.json of format 1."""
+    next(folder.glob("logits-*.safetensors")).rename(folder / "views.safetensors")
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "format": 1, "file": None, "sha256": None}))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_last_byte, _format_1], ids=["truncated", "flipped", "format 1"])
+def test_a_damaged_store_is_reported_once_and_never_used(damage, tmp_path, capsys):
+    boxes, logits = _filled_store(tmp_path)
+    damage(tmp_path)
+    again = StoredTeacherViews(boxes, 5, torch.bfloat16, "k1", top_k=2, folder=tmp_path)
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and "is damaged (" in warning[0] and "rebuilding it" in warning[0]
+    assert not again.filled.any(), "nothing of a damaged store is used"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"], "its files are gone, to be rebuilt"
+    calls = []
+    again.logits(lambda x: calls.append(x) or x, logits, (torch.arange(8), torch.zeros(8, dtype=torch.long)))
+    assert calls and again.save()
+    rebuilt = StoredTeacherViews(boxes, 5, torch.bfloat16, "k1", top_k=2, folder=tmp_path)
+    assert int(rebuilt.filled.sum()) == 8 and not capsys.readouterr().err
+
+
+def test_two_stores_saving_into_one_folder_end_with_the_union(tmp_path):
+    boxes = torch.zeros(8, 2, 5, dtype=torch.int32)
+    first, second = (StoredTeacherViews(boxes, 5, torch.float32, "k1", top_k=3, folder=tmp_path) for _ in range(2))
+    logits = torch.randn(8, 5)
+    first.logits(lambda x: x, logits[:4], (torch.arange(4), torch.zeros(4, dtype=torch.long)))
+    second.logits(lambda x: x, logits[4:], (torch.arange(4, 8), torch.ones(4, dtype=torch.long)))
+    assert first.save() and second.save()
+    union = StoredTeacherViews(boxes, 5, torch.float32, "k1", top_k=3, folder=tmp_path)
+    assert int(union.filled.sum()) == 8 and union.filled[:4, 0].all() and union.filled[4:, 1].all()
+    got = union.logits(None, logits, (torch.arange(8), torch.tensor([0] * 4 + [1] * 4)))
+    assert torch.equal(got.topk(3, dim=1).values, logits.topk(3, dim=1).values)

@@ -175,14 +175,34 @@ class TeacherLogitCache:
                 from None
         with folder_lock(self.folder):
             self._merge_locked()
-            tensors = {"table": self.table.detach().cpu().contiguous(), "filled": self.filled.cpu().contiguous()}
-            write_cache(self.folder, tensors, {"key": self.key, "shape": list(self.table.shape),
-                                               "dtype": str(self.table.dtype)})
+            tensors = {name: getattr(self, name).detach().cpu().contiguous() for name in self.DISK_TENSORS}
+            write_cache(self.folder, tensors, self._disk_record())
         self._stored = int(self.filled.sum())
         return True
 
+    # What a subclass with other tensors changes: the attributes written (each indexed by (sample, view); the first
+    # is the one meta.json's shape and dtype describe, ``filled`` is among them), the record beside them, how stored
+    # entries join the ones in memory, and the data file of the format before checksums.
+    DISK_TENSORS = ("table", "filled")
+    LEGACY = LEGACY_FILE
+
+    def _disk_record(self) -> dict:
+        return {"key": self.key, "shape": list(self.table.shape), "dtype": str(self.table.dtype)}
+
+    def _absorb(self, stored: dict[str, torch.Tensor]) -> None:
+        """Add the ``stored`` entries (checked against the folder's meta.json) that memory lacks; raise
+        :class:`CacheDamaged` when they cannot belong to this cache."""
+        table, filled = stored["table"], stored["filled"]
+        if table.shape != self.table.shape or table.dtype != self.table.dtype:
+            raise CacheDamaged(f"it holds a {list(table.shape)} {table.dtype} table, this teacher's key means "
+                               f"{list(self.table.shape)} {self.table.dtype}")
+        table, filled = table.to(self.table.device), filled.to(self.filled.device)
+        new = filled & ~self.filled
+        self.table[new] = table[new]
+        self.filled |= filled
+
     def _merge_from_disk(self) -> None:
-        if (self.folder / META_FILE).exists() or (self.folder / LEGACY_FILE).exists():
+        if (self.folder / META_FILE).exists() or (self.folder / self.LEGACY).exists():
             with folder_lock(self.folder):
                 self._merge_locked()
 
@@ -190,30 +210,22 @@ class TeacherLogitCache:
         """Add the entries stored in the folder (the caller holds its lock); a damaged cache is reported, deleted
         and rebuilt from the teacher."""
         try:
-            found = read_cache(self.folder)
+            found = read_cache(self.folder, self.DISK_TENSORS, legacy=self.LEGACY)
             if found is None:
                 return
             meta, stored = found
             if meta["key"] != self.key:
                 raise CacheDamaged(f"meta.json holds the key {str(meta['key'])[:12]}..., not its folder's")
-            table, filled = stored["table"], stored["filled"]
-            if table.shape != self.table.shape or table.dtype != self.table.dtype:
-                raise CacheDamaged(f"it holds a {list(table.shape)} {table.dtype} table, this teacher's key means "
-                                   f"{list(self.table.shape)} {self.table.dtype}")
+            self._absorb(stored)
         except CacheDamaged as damage:
             self._discard(str(damage))
-            return
-        table, filled = table.to(self.table.device), filled.to(self.filled.device)
-        new = filled & ~self.filled
-        self.table[new] = table[new]
-        self.filled |= filled
 
     def _discard(self, why: str) -> None:
         """Report a damaged cache once (one line on stderr) and delete its files, so it is rebuilt, never used."""
         if why not in self._reported:
             self._reported.add(why)
             print(f"kdlab: warning: teacher cache {self.folder} is damaged ({why}): rebuilding it", file=sys.stderr)
-        remove_cache_files(self.folder)
+        remove_cache_files(self.folder, legacy=self.LEGACY)
 
 
 # -------------------------------------------------------------------------------------------------- the folder
@@ -258,15 +270,16 @@ def folder_lock(folder: Path):
             os.close(fd)  # releases the flock
 
 
-def read_cache(folder: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
-    """The meta record and the checked tensors (``table``, ``filled``, on the CPU) of the cache in ``folder``;
-    None when it holds none; :class:`CacheDamaged` when its files do not make a valid cache. Hold
-    :func:`folder_lock` around it."""
+def read_cache(folder: Path, names: tuple[str, ...] = ("table", "filled"), legacy: str = LEGACY_FILE
+               ) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """The meta record and the checked tensors ``names`` (on the CPU; the first one is what meta.json's shape and
+    dtype describe, ``filled`` its mask) of the cache in ``folder``; None when it holds none; :class:`CacheDamaged`
+    when its files do not make a valid cache. Hold :func:`folder_lock` around it."""
     try:
         text = (folder / META_FILE).read_text()
     except FileNotFoundError:
-        if (folder / LEGACY_FILE).is_file():
-            raise CacheDamaged(f"{LEGACY_FILE} has no meta.json") from None
+        if (folder / legacy).is_file():
+            raise CacheDamaged(f"{legacy} has no meta.json") from None
         return None  # nothing yet, or the data file of a writer killed before its meta.json
     except (OSError, UnicodeDecodeError) as error:
         raise CacheDamaged(f"meta.json is unreadable: {error}") from None
@@ -295,18 +308,19 @@ def read_cache(folder: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
         stored = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CacheDamaged(f"{name} is not a safetensors file: {error}") from None
-    table, filled = stored.get("table"), stored.get("filled")
-    if table is None or filled is None:
-        raise CacheDamaged(f"{name} lacks its table or its filled mask")
-    if (list(table.shape) != meta.get("shape") or str(table.dtype) != meta.get("dtype") or filled.dtype != torch.bool
-            or filled.shape != table.shape[:2] or int(filled.sum()) != meta.get("filled")):
+    if any(n not in stored for n in names):
+        raise CacheDamaged(f"{name} lacks one of its tensors ({', '.join(n for n in names if n not in stored)})")
+    main, filled = stored[names[0]], stored["filled"]
+    if (list(main.shape) != meta.get("shape") or str(main.dtype) != meta.get("dtype") or filled.dtype != torch.bool
+            or filled.dim() != 2 or any(stored[n].shape[:2] != filled.shape for n in names)
+            or int(filled.sum()) != meta.get("filled")):
         raise CacheDamaged(f"{name} holds other tensors than meta.json describes")
-    return meta, {"table": table, "filled": filled}
+    return meta, {n: stored[n] for n in names}
 
 
 def write_cache(folder: Path, tensors: dict[str, torch.Tensor], record: dict) -> None:
-    """Publish ``tensors`` (``table``, ``filled``) as the cache of ``folder``: the data file first, then the
-    meta.json naming it (with ``record``: key, shape, dtype), then the files it replaces go. Hold
+    """Publish ``tensors`` (``filled`` among them) as the cache of ``folder``: the data file first, then the
+    meta.json naming it (with ``record``: key, shape, dtype, ...), then the files it replaces go. Hold
     :func:`folder_lock` around it."""
     data = save(tensors)
     digest = hashlib.sha256(data).hexdigest()
@@ -317,14 +331,15 @@ def write_cache(folder: Path, tensors: dict[str, torch.Tensor], record: dict) ->
     remove_cache_files(folder, keep=name)
 
 
-def remove_cache_files(folder: Path, keep: str | None = None) -> None:
-    """Delete the cache files of ``folder`` (its meta.json too unless ``keep`` names the published data file),
-    and the temporary files of killed writes; the lock file stays."""
+def remove_cache_files(folder: Path, keep: str | None = None, legacy: str = LEGACY_FILE) -> None:
+    """Delete the cache files of ``folder`` (its meta.json too unless ``keep`` names the published data file; the
+    unchecked data file ``legacy`` of the format before checksums), and the temporary files of killed writes; the
+    lock file stays."""
     names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
     for name in names:
         if name == keep or name == LOCK_FILE:
             continue
-        if DATA_FILE.fullmatch(name) or name == LEGACY_FILE or (keep is None and name == META_FILE):
+        if DATA_FILE.fullmatch(name) or name == legacy or (keep is None and name == META_FILE):
             (folder / name).unlink(missing_ok=True)
     if folder.is_dir():
         remove_temporaries(folder)

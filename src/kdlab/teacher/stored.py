@@ -19,26 +19,23 @@ the remaining mass r evenly over the rest (FKD's "marginal smoothing" of the dis
 ``top_k = K`` (the default) nothing is rebuilt and a student trained from the store equals, bit for bit, one whose
 teacher ran live on the same views (tested). The summary records ``exact`` accordingly.
 
-On disk: ``<cache root>/teacher-views/<key>/views.safetensors`` + ``meta.json`` (format, key, shape, k, dtype, the
-augmentation record), written atomically and merged with entries another run stored meanwhile. Loaded with
-safetensors (no pickle). Memory: per image N x (k x (2 + value bytes) + 4 + 1 + 20) bytes (k < K): ImageNet with N = 10,
+On disk: ``<cache root>/teacher-views/<key>/`` in the teacher cache's layout (:mod:`kdlab.teacher.cache`): a
+content-named safetensors file and the ``meta.json`` that names it with its size and sha256 (plus k, the classes and
+the augmentation record), published in that order under the folder's ``flock`` and merged with the entries another
+run stored meanwhile. A truncated, corrupted or mismatched store is reported once, deleted and rebuilt, never used;
+a store whose boxes differ from the loader's is refused. Loaded with safetensors (no pickle). Memory: per image N x (k x (2 + value bytes) + 4 + 1 + 20) bytes (k < K): ImageNet with N = 10,
 k = 10 in bf16 is about 0.6 GB in host memory, where a dense N x K table would be 26 GB.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from kdlab.errors import KdlabError
-from kdlab.io import atomic_write_json
-from kdlab.store.checkpoint import save_tensors
-from kdlab.teacher.cache import TeacherLogitCache
+from kdlab.teacher.cache import CacheDamaged, TeacherLogitCache
 
-FORMAT = 1
 MIN_REST = 1e-12
 
 
@@ -62,6 +59,7 @@ class StoredTeacherViews(TeacherLogitCache):
         self.lse = torch.zeros(num_samples, num_views, dtype=torch.float32)
         self.filled = torch.zeros(num_samples, num_views, dtype=torch.bool)
         self.hits = self.misses = self._stored = 0
+        self._reported: set[str] = set()
         if folder is not None:
             self._merge_from_disk()
             self._stored = int(self.filled.sum())
@@ -104,36 +102,25 @@ class StoredTeacherViews(TeacherLogitCache):
         tensors = (self.boxes, self.indices, self.values, self.lse, self.filled)
         return int(sum(t[0].numel() * t.element_size() for t in tensors))
 
-    def save(self) -> bool:
-        if self.folder is None or int(self.filled.sum()) == self._stored:
-            return False
-        self._merge_from_disk()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        save_tensors(self.folder / "views.safetensors", {"boxes": self.boxes, "indices": self.indices,
-                                                         "values": self.values, "lse": self.lse,
-                                                         "filled": self.filled})
-        atomic_write_json(self.folder / "meta.json", {
-            "format": FORMAT, "key": self.key, "shape": list(self.filled.shape), "classes": self.num_classes,
-            "top_k": self.k, "dtype": str(self.dtype), "augment": self.augment, "filled": int(self.filled.sum())})
-        self._stored = int(self.filled.sum())
-        return True
+    # on disk: the folder layout, checksums and lock of kdlab.teacher.cache, with these tensors
 
-    def _merge_from_disk(self) -> None:
-        file = self.folder / "views.safetensors"
-        if not file.is_file():
-            return
-        try:
-            meta = json.loads((self.folder / "meta.json").read_text())
-            stored = load_file(str(file))
-        except (OSError, ValueError, KeyError, RuntimeError):
-            return  # unreadable or half-replaced by another writer: start from what is in memory
-        if meta.get("key") != self.key or meta.get("format") != FORMAT:
-            return
-        if stored["boxes"].shape != self.boxes.shape or not torch.equal(stored["boxes"], self.boxes):
-            raise KdlabError(f"{file}: its stored crop boxes differ from the ones this run draws (same key); "
+    DISK_TENSORS = ("values", "indices", "lse", "boxes", "filled")
+    LEGACY = "views.safetensors"  # format 1's data file, without a checksum
+
+    def _disk_record(self) -> dict:
+        return {"key": self.key, "shape": list(self.values.shape), "dtype": str(self.dtype),
+                "classes": self.num_classes, "top_k": self.k, "augment": self.augment}
+
+    def _absorb(self, stored: dict[str, torch.Tensor]) -> None:
+        for name in self.DISK_TENSORS:
+            mine, theirs = getattr(self, name), stored[name]
+            if theirs.shape != mine.shape or theirs.dtype != mine.dtype:
+                raise CacheDamaged(f"its {name} are {list(theirs.shape)} {theirs.dtype}, this store's key means "
+                                   f"{list(mine.shape)} {mine.dtype}")
+        if not torch.equal(stored["boxes"], self.boxes):
+            raise KdlabError(f"{self.folder}: its stored crop boxes differ from the ones this run draws (same key); "
                              f"delete the folder to rebuild it")
-        filled = stored["filled"]
-        new = filled & ~self.filled
+        new = stored["filled"] & ~self.filled
         for name in ("indices", "values", "lse"):
             getattr(self, name)[new] = stored[name][new]
-        self.filled |= filled
+        self.filled |= stored["filled"]
