@@ -270,3 +270,42 @@ def test_unreachable_storage_is_one_line(tmp_path):
                    "postgresql://nobody:secret@127.0.0.1:9/none")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "cannot open the storage" in result.stderr and "secret" not in result.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_checkpoints_the_running_trials_and_the_same_command_continues_them(tmp_path, workers):
+    """SIGTERM to kdlab tune: the running trials' runs checkpoint and end interrupted (exit 143, no worker left);
+    the same command again continues each interrupted run in its own folder, keeps the budget, and the continued
+    run ends exactly as its recipe trained without interruption."""
+    recipe = write(tmp_path / "r.yaml", {**RECIPE, "train": {**RECIPE["train"], "epochs": 4, "batch_size": 16}})
+    space, out = write(tmp_path / "s.yaml", SPACE), tmp_path / "tune"
+    common = ("tune", recipe, "--space", space, "--trials", 2, "--workers", workers, "--out", out, "--quiet",
+              "--startup", 10)
+    proc = start(tmp_path, *common)
+    assert wait_for(lambda: any((p / "metrics.jsonl").exists() for p in out.glob("trial-*")) or proc.poll() is not None)
+    time.sleep(0.5)
+    assert proc.poll() is None, proc.output()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, proc.output()
+    assert "run the same command again to continue" in proc.output()[1]
+    states = {p.parent.name: json.loads(p.read_text())["status"] for p in out.glob("trial-*/summary.json")}
+    assert "interrupted" in states.values() and "completed" not in states.values(), states
+    assert not list(out.glob("trial-*/checkpoint/*.tmp"))
+
+    again = kdlab(tmp_path, *common)
+    assert again.returncode == 0, again.stderr
+    trials = [t for t in trials_of(f"sqlite:///{out}/optuna.db", "kdlab-tune-r") if not t.user_attrs.get("surplus")]
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(done) == 2 and sorted(p.name for p in out.glob("trial-*")) == sorted(
+        Path(t.user_attrs["run"]).name for t in done), "no new folder for a continued trial"
+    continued = [t for t in done if t.user_attrs.get("continues")]
+    stopped = [t for t in trials if t.state.name == "FAIL"]
+    assert continued and len(continued) == len(stopped) == sum(s == "interrupted" for s in states.values())
+    for trial in continued:
+        run = Path(trial.user_attrs["continues"])
+        assert trial.params == next(t.params for t in stopped if t.user_attrs["interrupted"] == str(run))
+        assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+        reference = kdlab(tmp_path, "train", run / "config.yaml", "--out", tmp_path / f"ref-{run.name}", "--quiet")
+        assert reference.returncode == 0, reference.stderr
+        a, b = (json.loads((r / "summary.json").read_text()) for r in (run, tmp_path / f"ref-{run.name}"))
+        assert a["final"] == b["final"] and a["best"] == b["best"]

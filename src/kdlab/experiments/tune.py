@@ -18,6 +18,12 @@ Exactly ``--trials`` trials are run over all workers: a worker that asks for a t
 failed (user attribute ``surplus``) without training. A worker killed mid-trial leaves a trial whose heartbeat
 stops; another worker fails it after the grace period and re-runs its parameters as a retry (``kdlab.experiments.optuna_storage``).
 
+Pre-emption: SIGTERM or SIGINT to ``kdlab tune`` reaches every worker (forwarded as SIGTERM); each finishes its
+step, checkpoints its trial's run and ends it ``interrupted`` (the trial is failed with the user attribute
+``interrupted`` naming its run), and the command exits 128 + the signal. The same command again queues each
+interrupted trial once more with its parameters, and the retry continues that run directory from its checkpoint
+(:func:`kdlab.train.engine.resume`), so the budget and the trial's result are those of an uninterrupted search.
+
 Transfer (``--transfer-models m1,m2``, after the search): the best setting found on the recipe's model is trained on
 each listed model, next to that model with the recipe's own values (no tuning), and with ``--tune-transfer`` also
 tuned on that model itself with the same budget: ``OUT/tune.md`` reports the three per model, so a setting that
@@ -29,7 +35,9 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 import time
+from concurrent.futures import wait
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +48,9 @@ from kdlab.config import load_recipe, raise_validation, read_yaml
 from kdlab.errors import KdlabError
 from kdlab.io import atomic_write_json, atomic_write_text
 from kdlab.experiments.optuna_storage import (GRACE_SECONDS, HEARTBEAT_SECONDS, default_url, import_optuna, open_storage,
-                                  retried_from, worker_count)
-from kdlab.experiments.workers import threads_per_worker, worker_pool
+                                  retried_from, retry_callback, worker_count)
+from kdlab.experiments.workers import stop_workers, threads_per_worker, worker_pool
+from kdlab.train.interrupt import RunInterrupted, StopSignals
 
 OBJECTIVES = ("final", "best")
 
@@ -141,21 +150,28 @@ def check_space(raw: dict, space: dict[str, Distribution], where: str) -> None:
 
 def _objective_factory(optuna, study, raw: dict, space: dict[str, Distribution], out: Path, trials: int,
                        objective: str, prefix: str):
-    from kdlab.train.engine import RunStopped, TrainingDiverged, train
+    from kdlab.train.engine import RunStopped, TrainingDiverged, resume, train
 
     def run_trial(trial) -> float:
         values = {key: distribution.suggest(trial, key) for key, distribution in space.items()}
         retry_of = retried_from(optuna, study._storage.get_trial(trial._trial_id))  # noqa: SLF001
+        continued = trial.user_attrs.get("interrupted")  # the run of the signalled trial this one retries
         if retry_of is None:
             fresh = [t.number for t in study.get_trials(deepcopy=False)
                      if retried_from(optuna, t) is None and t.number <= trial.number]
             if len(fresh) > trials:  # beyond the budget: another worker started the last trial first
                 trial.set_user_attr("surplus", True)
                 raise _Surplus()
-        run_dir = out / f"{prefix}trial-{trial.number:04d}"
+        elif continued and _continued_by_another(study, trial, continued):
+            trial.set_user_attr("surplus", True)  # two commands queued the same interrupted trial again
+            raise _Surplus()
+        run_dir = Path(continued) if continued else out / f"{prefix}trial-{trial.number:04d}"
         trial.set_user_attr("run", str(run_dir))
         if retry_of is not None:
             trial.set_user_attr("retry_of", retry_of)
+        if continued:
+            trial.set_user_attr("interrupted", None)
+            trial.set_user_attr("continues", str(run_dir))
 
         def report(record: dict) -> None:
             if "val_acc" not in record:  # an epoch without evaluation (train.eval_every)
@@ -166,8 +182,14 @@ def _objective_factory(optuna, study, raw: dict, space: dict[str, Distribution],
                                            f"{record['val_acc']:.4f} below the median of earlier trials)")
 
         try:
-            summary = train(load_recipe(raw=with_values(raw, values)), run_dir, force=run_dir.exists(), quiet=True,
-                            on_epoch=report)
+            if continued and (run_dir / "config.yaml").is_file():
+                summary = resume(run_dir, quiet=True, on_epoch=report)
+            else:
+                summary = train(load_recipe(raw=with_values(raw, values)), run_dir, force=run_dir.exists(),
+                                quiet=True, on_epoch=report)
+        except RunInterrupted:
+            trial.set_user_attr("interrupted", str(run_dir))  # checkpointed: the next command continues it
+            raise
         except RunStopped:
             raise optuna.TrialPruned() from None
         except TrainingDiverged as error:
@@ -183,6 +205,24 @@ class _Surplus(Exception):
     pass
 
 
+def _continued_by_another(study, trial, run_dir: str) -> bool:
+    """Whether a trial numbered before ``trial``, not failed, already continues (or is queued to continue)
+    ``run_dir``."""
+    return any(t.number < trial.number and t.state.name != "FAIL" and run_dir in (t.user_attrs.get("interrupted"),
+                                                                                t.user_attrs.get("continues"))
+               for t in study.get_trials(deepcopy=False))
+
+
+def _queue_interrupted(optuna, study) -> None:
+    """Queue each trial a signal stopped once more, with its parameters (Optuna's retry, as for a crashed worker):
+    its retry continues the interrupted run directory."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {number for t in trials for number in t.system_attrs.get("retry_history", [])}
+    for t in trials:
+        if t.state.name == "FAIL" and t.user_attrs.get("interrupted") and t.number not in retried:
+            retry_callback(optuna)(study, t)
+
+
 def _work(args: dict) -> None:
     """One worker: run trials of the shared study until the budget is spent."""
     import torch
@@ -193,24 +233,32 @@ def _work(args: dict) -> None:
     study = optuna.load_study(study_name=args["study_name"], storage=storage,
                               sampler=optuna.samplers.TPESampler(seed=args["seed"] + args["worker"]),
                               pruner=_pruner(optuna, args))
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     run_trial = _objective_factory(optuna, study, args["raw"], {k: Distribution.model_validate(v) for k, v in
                                    args["space"].items()}, Path(args["out"]), args["trials"], args["objective"],
                                    args["prefix"])
-    while True:
-        optuna.storages.fail_stale_trials(study)
-        done = len(study.get_trials(deepcopy=False, states=states))
-        if done >= args["trials"]:
-            return
-        study.optimize(run_trial, n_trials=1, catch=(_Surplus,), gc_after_trial=True)
-        last = study.get_trials(deepcopy=False)[-1:]
-        if last and last[0].user_attrs.get("surplus"):
-            # the budget is taken; wait for crashed trials' retries, if any, before leaving
-            running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,
-                                                               optuna.trial.TrialState.WAITING))
-            if not running:
+    with StopSignals() as stop:  # between trials; a trial's own run takes the signal while it trains
+        while not stop.requested:
+            if _work_once(optuna, study, run_trial, args):
                 return
-            time.sleep(2)
+        raise RunInterrupted(stop.signal, f"stopped by {stop.name} between trials")
+
+
+def _work_once(optuna, study, run_trial, args: dict) -> bool:
+    """Run one trial (or wait for the retries of crashed ones); return whether the budget is spent."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    optuna.storages.fail_stale_trials(study)
+    if len(study.get_trials(deepcopy=False, states=states)) >= args["trials"]:
+        return True
+    study.optimize(run_trial, n_trials=1, catch=(_Surplus,), gc_after_trial=True)
+    last = study.get_trials(deepcopy=False)[-1:]
+    if last and last[0].user_attrs.get("surplus"):
+        # the budget is taken; wait for crashed trials' retries, if any, before leaving
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,
+                                                           optuna.trial.TrialState.WAITING))
+        if not running:
+            return True
+        time.sleep(2)
+    return False
 
 
 def _pruner(optuna, args: dict):
@@ -250,17 +298,17 @@ def run_tune(recipe_path: str | Path, space_path: str | Path, trials: int, out: 
 def _search(raw, space, trials, out, url, name, workers, objective, seed, startup, prefix, quiet, timing) -> dict:
     optuna = import_optuna()
     storage = open_storage(url, timing["heartbeat"], timing["grace"])
-    optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    _queue_interrupted(optuna, optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                                   load_if_exists=True))
     epochs = load_recipe(raw=raw).train.epochs
     args = {"storage": url, "study_name": name, "raw": raw, "space": {k: v.model_dump(by_alias=True, exclude_none=True)
             for k, v in space.items()}, "out": str(out), "trials": trials, "objective": objective, "seed": seed,
             "startup": startup, "epochs": epochs, "threads": threads_per_worker(workers), "prefix": prefix, **timing}
-    if workers == 1:
-        _work({**args, "worker": 0})
-    else:
-        with worker_pool(workers) as pool:
-            for result in [pool.submit(_work, {**args, "worker": k}) for k in range(workers)]:
-                result.result()
+    try:
+        _run_workers(args, workers)
+    except RunInterrupted as stop:
+        raise RunInterrupted(stop.signum, f"tune {name} stopped by {signal.Signals(stop.signum).name}, its running "
+                                          f"trials checkpointed; run the same command again to continue") from None
     study = optuna.load_study(study_name=name, storage=storage)
     rows = [_trial_row(t) for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
     complete = [r for r in rows if r["state"] == "COMPLETE" and r["value"] == r["value"]]
@@ -272,6 +320,28 @@ def _search(raw, space, trials, out, url, name, workers, objective, seed, startu
               f"{best['params']}", flush=True)
     return {"study": name, "storage": _shown(url), "objective": f"{objective} val_acc", "trials": trials,
             "space": args["space"], "best": best, "trials_run": rows}
+
+
+def _run_workers(args: dict, workers: int) -> None:
+    """Run :func:`_work` in this process or in ``workers`` processes; a stop signal is forwarded to each worker,
+    and raises :class:`RunInterrupted` once all have checkpointed."""
+    if workers == 1:
+        _work({**args, "worker": 0})
+        return
+    with worker_pool(workers) as pool, StopSignals() as stop:
+        futures = [pool.submit(_work, {**args, "worker": k}) for k in range(workers)]
+        forwarded = False
+        while not all(future.done() for future in futures):
+            wait(futures, timeout=0.5)
+            if stop.requested and not forwarded:
+                stop_workers(pool)
+                forwarded = True
+        errors = [future.exception() for future in futures]
+    if stop.requested:
+        raise RunInterrupted(stop.signal, "stopped")
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def _trial_row(trial) -> dict:

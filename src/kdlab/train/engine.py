@@ -70,8 +70,9 @@ def _stop_signals() -> StopSignals:
     return StopSignals(enabled=int(os.environ.get("WORLD_SIZE", "1")) == 1)
 
 
-def resume(run_dir: str | Path, *, quiet: bool = False) -> dict:
-    """Continue the run in ``run_dir`` from its last checkpoint; a completed run is returned as it is."""
+def resume(run_dir: str | Path, *, quiet: bool = False, on_epoch=None) -> dict:
+    """Continue the run in ``run_dir`` from its last checkpoint; a completed run is returned as it is.
+    ``on_epoch`` as for :func:`train` (called for the epochs trained from here on)."""
     run = RunDir(Path(run_dir))
     if not run.config.is_file():
         if run.path.is_dir() and run._started_but_empty():
@@ -79,10 +80,10 @@ def resume(run_dir: str | Path, *, quiet: bool = False) -> dict:
                              f"again with kdlab train RECIPE --out {run.path}")
         raise KdlabError(f"cannot resume {run.path}: it is not a kdlab run directory (no config.yaml)")
     with _stop_signals() as stop:
-        return _resume(run, prepare(load_recipe(run.config)), stop, quiet)
+        return _resume(run, prepare(load_recipe(run.config)), stop, quiet, on_epoch)
 
 
-def _resume(run: RunDir, prepared: Prepared, stop: StopSignals, quiet: bool) -> dict:
+def _resume(run: RunDir, prepared: Prepared, stop: StopSignals, quiet: bool, on_epoch=None) -> dict:
     _check_same_teachers(run, run.read_summary(), prepared)  # before the lock: a refused resume changes nothing
     lock = None
     try:
@@ -100,7 +101,7 @@ def _resume(run: RunDir, prepared: Prepared, stop: StopSignals, quiet: bool) -> 
         if prepared.distributed is not None:
             has_checkpoint = prepared.distributed.broadcast_object(has_checkpoint)
         return _loop(prepared, run, stop, quiet=quiet or not prepared.is_main,
-                     resume_from=run.checkpoint if has_checkpoint else None)
+                     resume_from=run.checkpoint if has_checkpoint else None, on_epoch=on_epoch)
     finally:
         if lock is not None:
             lock.release()
