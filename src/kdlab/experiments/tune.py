@@ -218,9 +218,10 @@ def _queue_interrupted(optuna, study) -> None:
     its retry continues the interrupted run directory."""
     trials = study.get_trials(deepcopy=False)
     retried = {number for t in trials for number in t.system_attrs.get("retry_history", [])}
+    queue_again = retry_callback(optuna)
     for t in trials:
         if t.state.name == "FAIL" and t.user_attrs.get("interrupted") and t.number not in retried:
-            retry_callback(optuna)(study, t)
+            queue_again(study, t)
 
 
 def _work(args: dict) -> None:
@@ -338,7 +339,7 @@ def _run_workers(args: dict, workers: int) -> None:
                 forwarded = True
         errors = [future.exception() for future in futures]
     if stop.requested:
-        raise RunInterrupted(stop.signal, "stopped")
+        raise RunInterrupted(stop.signal, f"stopped by {stop.name}")
     for error in errors:
         if error is not None:
             raise error

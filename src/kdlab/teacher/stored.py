@@ -99,8 +99,8 @@ class StoredTeacherViews(TeacherLogitCache):
 
     def bytes_per_image(self) -> int:
         """The store's size per training image (all its views), in bytes."""
-        tensors = (self.boxes, self.indices, self.values, self.lse, self.filled)
-        return int(sum(t[0].numel() * t.element_size() for t in tensors))
+        return int(sum(getattr(self, name)[0].numel() * getattr(self, name).element_size()
+                       for name in self.DISK_TENSORS))
 
     # on disk: the folder layout, checksums and lock of kdlab.teacher.cache, with these tensors
 
